@@ -1,0 +1,4 @@
+pub mod models;
+pub mod pb {
+    tonic::include_proto!("stt");
+}

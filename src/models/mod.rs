@@ -1,0 +1,1 @@
+//! `stt models`: list, import, verify and fetch Whisper models.
