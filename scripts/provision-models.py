@@ -121,6 +121,9 @@ def provision_ort(root: Path, wheels: Path) -> None:
 
 def main() -> None:
     root = models_dir()
+    if "--print-dir" in sys.argv[1:]:
+        print(root)
+        return
     wheels = root / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     provision_tiny_en(root, wheels)

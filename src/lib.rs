@@ -1,4 +1,39 @@
+//! # stt — streaming speech-to-text
+//!
+//! Audio flows one way: `grpc (transport) → session (owns the stream) → vad →
+//! scheduler → engine (whisper threads) → results back through session →
+//! grpc`. Every module is named for the stage it holds.
+//!
+//! - [`audio`]: PCM16 ↔ f32, resampling to 16 kHz, WAV read/write.
+//! - [`config`]: the YAML files, their defaults and validation.
+//! - [`server`]: the server's components — [`server::engine`] (whisper.cpp
+//!   worker pool) and [`server::vad`] (Silero VAD and endpointing).
+//! - [`models`]: model provisioning (`stt models`) and where files live.
+//! - [`transcribe`]: offline transcription (`stt transcribe`).
+//! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
+
+pub mod audio;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod error;
 pub mod models;
+pub mod server;
+pub mod telemetry;
+pub mod transcribe;
+
+/// Generated protobuf and gRPC code for `proto/stt.proto`.
 pub mod pb {
     tonic::include_proto!("stt");
+
+    /// Encoded descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stt_descriptor.bin"));
 }
+
+pub use error::{ErrorCode, SttError};
+
+/// A mistake in how the program was invoked or configured (exit code 2),
+/// as opposed to a failure while running (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

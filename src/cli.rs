@@ -1,0 +1,141 @@
+//! The command line: one `Cli`, one `Command` per subcommand, and the shared
+//! session flags every client flattens in. Each field's doc is its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Streaming speech-to-text: a gRPC server on whisper.cpp with Silero VAD
+/// endpointing, its clients, a load tester and a dashboard.
+#[derive(Debug, Parser)]
+#[command(name = "stt", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC streaming server and its HTTP control plane.
+    Serve(ServeArgs),
+    /// Stream a WAV file to a server at real-time pace.
+    File(NotYet),
+    /// Stream the microphone to a server.
+    Mic(NotYet),
+    /// Send a whole WAV file as one chunk (accurate profile).
+    Batch(NotYet),
+    /// Load-test a server.
+    Bench(NotYet),
+    /// Terminal dashboard of a server's metrics.
+    Dashboard(NotYet),
+    /// Provision, import and check Whisper models.
+    Models(ModelsArgs),
+    /// Transcribe WAV files offline (no server): VAD segments, then decode.
+    Transcribe(TranscribeArgs),
+}
+
+/// Arguments of a command that a later release fills in.
+#[derive(Debug, Args)]
+pub struct NotYet {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+/// `stt serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Server YAML.
+    #[arg(long, default_value = "config/server.yaml")]
+    pub config: PathBuf,
+    /// Model/decode YAML.
+    #[arg(long, default_value = "config/model.yaml")]
+    pub model_config: PathBuf,
+    /// Model name (ggml-<name>.bin in the models directory) or ggml path.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+/// `stt models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the models in the models directory.
+    List,
+    /// Convert a CTranslate2 (faster-whisper) Whisper directory to ggml.
+    Import {
+        /// Directory with model.bin, config.json and vocabulary.txt.
+        dir: PathBuf,
+        /// Output file (default: <models dir>/ggml-<dir name>.bin).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a ggml file: header, hyperparameters, tensors, and a real load.
+    Verify {
+        /// ggml file or model name.
+        model: String,
+    },
+    /// Download an official ggml model by name (needs internet access).
+    Fetch {
+        /// tiny, tiny.en, base, base.en, small, …
+        name: String,
+        /// Base URL of the model repository.
+        #[arg(long, default_value = "https://huggingface.co/ggerganov/whisper.cpp/resolve/main")]
+        url: String,
+    },
+}
+
+/// `stt transcribe`.
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// WAV files (any rate, mono or stereo, 8–32-bit int or 32-bit float).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Model name or ggml path.
+    #[arg(long, default_value = "tiny.en")]
+    pub model: String,
+    /// Language code, or `auto` to detect (multilingual models).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// transcribe | translate.
+    #[arg(long, default_value = "transcribe")]
+    pub task: String,
+    /// Decode profile from the model config.
+    #[arg(long, default_value = "accurate")]
+    pub decode_profile: String,
+    /// Model/decode YAML.
+    #[arg(long, default_value = "config/model.yaml")]
+    pub model_config: PathBuf,
+    /// ggml threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Encoder window in mel frames (0 = full 30 s).
+    #[arg(long)]
+    pub audio_ctx: Option<usize>,
+    /// VAD speech probability threshold.
+    #[arg(long, default_value_t = 0.5)]
+    pub vad_threshold: f64,
+    /// Silence (s) that ends a segment.
+    #[arg(long, default_value_t = 0.5)]
+    pub vad_silence: f64,
+    /// Decode each file whole, without VAD segmentation.
+    #[arg(long)]
+    pub no_vad: bool,
+    /// Print JSON (one object per file) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure: decode times at 1 and 2 threads, audio_ctx 384/768, VAD cost
+    /// per frame and RSS, on the first file.
+    #[arg(long)]
+    pub bench: bool,
+    /// Repetitions per measurement with --bench.
+    #[arg(long, default_value_t = 3)]
+    pub bench_runs: usize,
+}

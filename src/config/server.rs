@@ -1,0 +1,334 @@
+//! `config/server.yaml`: networking, limits, VAD, safety, logging, metrics,
+//! storage and health — the original's keys, plus a few additive ones marked
+//! "(Ours.)".
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Checker, ConfigError};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    pub server: ServerSection,
+    pub vad: VadSection,
+    pub safety: SafetySection,
+    pub logging: LoggingSection,
+    pub metrics: MetricsSection,
+    pub storage: StorageSection,
+    pub health: HealthSection,
+}
+
+/// `server:`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Bind address for both listeners. (Ours.)
+    pub host: String,
+    pub port: u16,
+    pub max_sessions: usize,
+    pub metrics_port: u16,
+    /// Seconds to wait for an outstanding decode; <= 0 waits forever.
+    pub decode_timeout_sec: f64,
+    pub log_metrics: bool,
+    pub session_timeout_sec: f64,
+    pub max_buffer_sec: Option<f64>,
+    pub max_buffer_bytes: Option<u64>,
+    pub max_chunk_ms: u64,
+    pub partial_decode_interval_sec: f64,
+    pub partial_decode_window_sec: f64,
+    pub max_pending_decodes_per_stream: usize,
+    pub max_pending_decodes_global: usize,
+    pub max_total_buffer_bytes: u64,
+    pub decode_queue_timeout_sec: f64,
+    pub buffer_overlap_sec: f64,
+    pub grpc_max_receive_message_bytes: usize,
+    pub grpc_max_send_message_bytes: usize,
+    /// Rate assumed for chunks that say `sample_rate: 0`.
+    pub sample_rate: u32,
+    /// Every session must carry an `api_key` attribute. (Ours, = `--require-api-key`.)
+    pub require_api_key: bool,
+    /// Seconds open streams get to flush their finals on shutdown. (Ours.)
+    pub shutdown_grace_sec: f64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 50051,
+            max_sessions: 4,
+            metrics_port: 8000,
+            decode_timeout_sec: 30.0,
+            log_metrics: false,
+            session_timeout_sec: 60.0,
+            max_buffer_sec: Some(20.0),
+            max_buffer_bytes: None,
+            max_chunk_ms: 2000,
+            partial_decode_interval_sec: 1.5,
+            partial_decode_window_sec: 10.0,
+            max_pending_decodes_per_stream: 8,
+            max_pending_decodes_global: 64,
+            max_total_buffer_bytes: 64 * 1024 * 1024,
+            decode_queue_timeout_sec: 1.0,
+            buffer_overlap_sec: 0.5,
+            grpc_max_receive_message_bytes: 8 * 1024 * 1024,
+            grpc_max_send_message_bytes: 4 * 1024 * 1024,
+            sample_rate: 16_000,
+            require_api_key: false,
+            shutdown_grace_sec: 10.0,
+        }
+    }
+}
+
+/// `vad:` — Silero VAD gate and its model pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VadSection {
+    /// Seconds of trailing silence that end an utterance.
+    pub silence: f64,
+    /// Speech probability threshold (0–1).
+    pub threshold: f64,
+    /// VAD sessions kept in the pool; 0 = `server.max_sessions`.
+    pub model_pool_size: usize,
+    /// VAD sessions created at start-up.
+    pub model_prewarm: usize,
+    /// Pool growth factor when demand exceeds it (capped at max_sessions).
+    pub model_pool_growth_factor: f64,
+    /// Silero ONNX file; default `<models dir>/silero_vad.onnx`. (Ours.)
+    pub model_path: Option<PathBuf>,
+    /// ONNX Runtime library; default `$ORT_DYLIB_PATH`, then the provisioned one. (Ours.)
+    pub onnxruntime_path: Option<PathBuf>,
+}
+
+impl Default for VadSection {
+    fn default() -> Self {
+        Self {
+            silence: 0.5,
+            threshold: 0.5,
+            model_pool_size: 4,
+            model_prewarm: 1,
+            model_pool_growth_factor: 1.5,
+            model_path: None,
+            onnxruntime_path: None,
+        }
+    }
+}
+
+/// `safety:`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetySection {
+    /// Minimum RMS of buffered audio before it is decoded (0 = off).
+    pub speech_rms_threshold: f64,
+}
+
+/// `logging:`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    pub level: String,
+    pub file: Option<PathBuf>,
+    /// whisper.cpp log level (the original's faster-whisper logger); WARNING when unset.
+    pub faster_whisper_level: Option<String>,
+    /// Log transcript text (off: transcripts are user data). (Ours.)
+    pub log_transcripts: bool,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        Self {
+            level: "INFO".into(),
+            file: None,
+            faster_whisper_level: None,
+            log_transcripts: false,
+        }
+    }
+}
+
+/// `metrics:`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    pub expose_api_key_sessions: bool,
+}
+
+/// `storage:` — server-side audio capture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub persist_audio: bool,
+    pub directory: PathBuf,
+    pub queue_max_chunks: usize,
+    pub max_bytes: Option<i64>,
+    pub max_files: Option<i64>,
+    pub max_age_days: Option<f64>,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            persist_audio: false,
+            directory: "data/audio".into(),
+            queue_max_chunks: 256,
+            max_bytes: None,
+            max_files: None,
+            max_age_days: None,
+        }
+    }
+}
+
+/// `health:`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub window_sec: f64,
+    pub min_events: usize,
+    pub max_timeout_ratio: f64,
+    pub min_success_ratio: f64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            window_sec: 60.0,
+            min_events: 5,
+            max_timeout_ratio: 0.5,
+            min_success_ratio: 0.5,
+        }
+    }
+}
+
+const LEVELS: [&str; 8] = ["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "OFF"];
+
+/// Whether `level` is a log level name we accept (Python's names included).
+pub fn is_log_level(level: &str) -> bool {
+    LEVELS.contains(&level.to_ascii_uppercase().as_str())
+}
+
+impl ServerFile {
+    /// Checks values serde cannot (ranges, consistency).
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut c = Checker::new(path);
+        let s = &self.server;
+        c.check(s.max_sessions >= 1, "server.max_sessions", "must be at least 1");
+        c.check(s.session_timeout_sec > 0.0, "server.session_timeout_sec", "must be positive");
+        c.check(s.max_chunk_ms >= 10, "server.max_chunk_ms", "must be at least 10");
+        c.check(
+            s.max_buffer_sec.is_none_or(|v| v > 0.0),
+            "server.max_buffer_sec",
+            "must be positive or null",
+        );
+        c.check(
+            s.max_buffer_bytes.is_none_or(|v| v > 0),
+            "server.max_buffer_bytes",
+            "must be positive or null",
+        );
+        c.check(
+            s.partial_decode_interval_sec > 0.0,
+            "server.partial_decode_interval_sec",
+            "must be positive",
+        );
+        c.check(
+            s.partial_decode_window_sec > 0.0,
+            "server.partial_decode_window_sec",
+            "must be positive",
+        );
+        c.check(
+            s.max_pending_decodes_per_stream >= 1,
+            "server.max_pending_decodes_per_stream",
+            "must be at least 1",
+        );
+        c.check(
+            s.max_pending_decodes_global >= 1,
+            "server.max_pending_decodes_global",
+            "must be at least 1",
+        );
+        c.check(
+            s.decode_queue_timeout_sec >= 0.0,
+            "server.decode_queue_timeout_sec",
+            "must not be negative",
+        );
+        c.check(s.buffer_overlap_sec >= 0.0, "server.buffer_overlap_sec", "must not be negative");
+        c.check(
+            s.grpc_max_receive_message_bytes >= 1024,
+            "server.grpc_max_receive_message_bytes",
+            "must be at least 1024",
+        );
+        c.check(
+            s.grpc_max_send_message_bytes >= 1024,
+            "server.grpc_max_send_message_bytes",
+            "must be at least 1024",
+        );
+        c.check(
+            crate::audio::check_rate(s.sample_rate as i64).is_ok(),
+            "server.sample_rate",
+            "must be 4000..=384000 Hz",
+        );
+        c.check(s.shutdown_grace_sec >= 0.0, "server.shutdown_grace_sec", "must not be negative");
+        let v = &self.vad;
+        c.check(v.silence > 0.0 && v.silence <= 30.0, "vad.silence", "must be in (0, 30] seconds");
+        c.check((0.0..=1.0).contains(&v.threshold), "vad.threshold", "must be in 0..=1");
+        c.check(
+            v.model_pool_growth_factor >= 1.0,
+            "vad.model_pool_growth_factor",
+            "must be at least 1.0",
+        );
+        c.check(
+            self.safety.speech_rms_threshold >= 0.0,
+            "safety.speech_rms_threshold",
+            "must not be negative",
+        );
+        c.check(
+            is_log_level(&self.logging.level),
+            "logging.level",
+            format!("unknown level {:?} (TRACE, DEBUG, INFO, WARNING, ERROR)", self.logging.level),
+        );
+        if let Some(l) = &self.logging.faster_whisper_level {
+            c.check(is_log_level(l), "logging.faster_whisper_level", format!("unknown level {l:?}"));
+        }
+        c.check(
+            self.storage.queue_max_chunks >= 1,
+            "storage.queue_max_chunks",
+            "must be at least 1",
+        );
+        let h = &self.health;
+        c.check(h.window_sec > 0.0, "health.window_sec", "must be positive");
+        c.check((0.0..=1.0).contains(&h.max_timeout_ratio), "health.max_timeout_ratio", "must be in 0..=1");
+        c.check((0.0..=1.0).contains(&h.min_success_ratio), "health.min_success_ratio", "must be in 0..=1");
+        c.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml;
+
+    #[test]
+    fn committed_file_parses_and_validates() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/server.yaml"));
+        let f: ServerFile = crate::config::load_yaml(path).unwrap();
+        f.validate(path).unwrap();
+        assert_eq!(f.server.port, 50051);
+        assert_eq!(f.vad.silence, 0.5);
+    }
+
+    #[test]
+    fn the_original_sample_parses() {
+        let original = "server:\n  port: 50051\n  max_buffer_bytes: null\nstorage:\n  max_bytes: null\nlogging:\n  level: \"INFO\"\n  faster_whisper_level: null\n";
+        let f: ServerFile = parse_yaml(original, Path::new("s.yaml")).unwrap();
+        assert_eq!(f.server.max_sessions, 4);
+    }
+
+    #[test]
+    fn unknown_key_and_negative_limit_are_named() {
+        let e = parse_yaml::<ServerFile>("vad:\n  silense: 1\n", Path::new("s.yaml")).unwrap_err();
+        assert!(e.to_string().contains("silense"), "{e}");
+        let f: ServerFile = parse_yaml("server:\n  session_timeout_sec: -1\n", Path::new("s.yaml")).unwrap();
+        let e = f.validate(Path::new("s.yaml")).unwrap_err();
+        assert!(e.to_string().contains("server.session_timeout_sec"), "{e}");
+    }
+}

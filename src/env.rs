@@ -1,0 +1,28 @@
+//! Every environment variable stt reads, in one place.
+
+/// Directory holding provisioned models (ggml files, Silero, ONNX Runtime).
+pub const ENV_MODELS_DIR: &str = "STT_MODELS_DIR";
+/// Path of the ONNX Runtime shared library (the name `ort` itself uses).
+pub const ENV_ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+/// Set by the process: stops ggml from forking gdb on a failed assert, which
+/// can deadlock when several threads abort together.
+pub const ENV_GGML_NO_BACKTRACE: &str = "GGML_NO_BACKTRACE";
+/// Enables the admin HTTP API (`true`).
+pub const ENV_ADMIN_ENABLED: &str = "STT_ADMIN_ENABLED";
+/// Bearer token for the admin API.
+pub const ENV_ADMIN_TOKEN: &str = "STT_ADMIN_TOKEN";
+/// Allows `model_path` in admin load requests (`true`).
+pub const ENV_ADMIN_ALLOW_MODEL_PATH: &str = "STT_ADMIN_ALLOW_MODEL_PATH";
+/// Comma-separated path prefixes `model_path` must fall under.
+pub const ENV_ADMIN_MODEL_PATH_ALLOWLIST: &str = "STT_ADMIN_MODEL_PATH_ALLOWLIST";
+/// Enables GPU figures on `/system` (`1`) where NVML is present.
+pub const ENV_ENABLE_GPU_METRICS: &str = "STT_ENABLE_GPU_METRICS";
+
+/// Marks this process so ggml never forks a debugger. Call before any thread
+/// is spawned (start of `main`, test harness set-up).
+pub fn set_process_defaults() {
+    if std::env::var_os(ENV_GGML_NO_BACKTRACE).is_none() {
+        // SAFETY: called at start-up, before other threads read the environment.
+        unsafe { std::env::set_var(ENV_GGML_NO_BACKTRACE, "1") };
+    }
+}

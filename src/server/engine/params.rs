@@ -1,0 +1,144 @@
+//! [`DecodeParams`] (what a caller asks for) → whisper-rs `FullParams`.
+
+use whisper_rs::{FullParams, SamplingStrategy};
+
+use crate::config::DecodeProfileConfig;
+
+/// Transcribe in the spoken language, or translate to English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Task {
+    #[default]
+    Transcribe,
+    Translate,
+}
+
+impl Task {
+    /// Parses `transcribe` / `translate`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "transcribe" => Some(Self::Transcribe),
+            "translate" => Some(Self::Translate),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transcribe => "transcribe",
+            Self::Translate => "translate",
+        }
+    }
+}
+
+/// Everything a decode needs besides the audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeParams {
+    pub profile: DecodeProfileConfig,
+    /// `None` = detect (multilingual models); English-only models use `en`.
+    pub language: Option<String>,
+    pub task: Task,
+    /// Encoder window in mel frames; `None` = the profile's (0 = full 30 s).
+    pub audio_ctx: Option<usize>,
+}
+
+impl DecodeParams {
+    /// Params for a profile with the model's defaults.
+    pub fn from_profile(profile: DecodeProfileConfig) -> Self {
+        Self {
+            profile,
+            language: None,
+            task: Task::Transcribe,
+            audio_ctx: None,
+        }
+    }
+}
+
+/// Smallest encoder window that safely covers `samples` of 16 kHz audio:
+/// 50 mel frames per second plus a margin, rounded up to a multiple of 64
+/// (whisper.cpp with too small a window drops the tail and loops). Returns 0
+/// (full window) when the audio is long enough that shrinking saves little.
+pub fn fit_audio_ctx(samples: usize) -> usize {
+    let frames = samples.div_ceil(320) + 128;
+    let rounded = frames.div_ceil(64) * 64;
+    if rounded >= 1300 {
+        0
+    } else {
+        rounded.max(256)
+    }
+}
+
+/// Builds whisper-rs params. `language` must outlive the params.
+pub(crate) fn full_params<'a>(
+    p: &DecodeParams,
+    language: &'a str,
+    threads: usize,
+    samples: usize,
+) -> FullParams<'a, 'a> {
+    let prof = &p.profile;
+    let strategy = if prof.beam_size > 1 {
+        SamplingStrategy::BeamSearch {
+            beam_size: prof.beam_size as i32,
+            patience: prof.patience,
+        }
+    } else {
+        SamplingStrategy::Greedy {
+            best_of: prof.best_of as i32,
+        }
+    };
+    let mut fp = FullParams::new(strategy);
+    fp.set_n_threads(threads as i32);
+    fp.set_language(Some(language));
+    fp.set_translate(p.task == Task::Translate);
+    fp.set_no_context(true);
+    fp.set_no_timestamps(prof.without_timestamps);
+    fp.set_temperature(prof.temperature);
+    // faster-whisper's length_penalty 1.0 is plain length normalisation,
+    // which whisper.cpp spells as a negative value.
+    fp.set_length_penalty(if (prof.length_penalty - 1.0).abs() < f32::EPSILON {
+        -1.0
+    } else {
+        prof.length_penalty
+    });
+    fp.set_entropy_thold(prof.compression_ratio_threshold);
+    fp.set_logprob_thold(prof.log_prob_threshold);
+    fp.set_no_speech_thold(prof.no_speech_threshold);
+    fp.set_suppress_blank(true);
+    fp.set_suppress_nst(true);
+    fp.set_print_progress(false);
+    fp.set_print_realtime(false);
+    fp.set_print_special(false);
+    fp.set_print_timestamps(false);
+    let ctx = match p.audio_ctx {
+        Some(n) => n,
+        None if prof.audio_ctx > 0 => prof.audio_ctx.max(fit_audio_ctx(samples)),
+        None => 0,
+    };
+    if ctx > 0 {
+        fp.set_audio_ctx(ctx as i32);
+    }
+    fp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_covers_the_audio() {
+        // 4 s → 200 frames + margin → 384
+        assert_eq!(fit_audio_ctx(4 * 16_000), 384);
+        // tiny clips still get a sane minimum
+        assert_eq!(fit_audio_ctx(1_600), 256);
+        // 11 s → 550 + 128 = 678 → 704 (≥ 50/s with margin)
+        let c = fit_audio_ctx(11 * 16_000);
+        assert!(c >= 11 * 50 + 64 && c % 64 == 0, "{c}");
+        // 28 s is close enough to 30 s to use the full window
+        assert_eq!(fit_audio_ctx(28 * 16_000), 0);
+    }
+
+    #[test]
+    fn task_parses() {
+        assert_eq!(Task::parse("Translate"), Some(Task::Translate));
+        assert_eq!(Task::parse("x"), None);
+    }
+}

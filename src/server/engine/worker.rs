@@ -1,0 +1,153 @@
+//! One worker = one OS thread = one `WhisperState`. It takes finals before
+//! partials, skips jobs already cancelled, and lets whisper.cpp's abort
+//! callback poll the job's cancellation token mid-decode.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use whisper_rs::WhisperState;
+
+use super::params::full_params;
+use super::{DecodeJob, DecodeParams, EngineError, Segment, Task, Transcript};
+
+/// whisper.cpp returns no text for input shorter than 1 s, so shorter audio
+/// is padded with silence up to this many samples.
+const MIN_SAMPLES: usize = 16_000 + 1_600;
+
+pub(super) struct Worker {
+    state: WhisperState,
+    multilingual: bool,
+    threads: usize,
+    busy: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    pub(super) fn new(state: WhisperState, multilingual: bool, threads: usize, busy: Arc<AtomicUsize>) -> Self {
+        Self {
+            state,
+            multilingual,
+            threads,
+            busy,
+        }
+    }
+
+    /// Runs until both queues are disconnected.
+    pub(super) fn run(mut self, finals: Receiver<DecodeJob>, partials: Receiver<DecodeJob>) {
+        while let Some(job) = next_job(&finals, &partials) {
+            if job.cancel.is_cancelled() {
+                let _ = job.reply.send(Err(EngineError::Cancelled));
+                continue;
+            }
+            let queue_wait = job.enqueued.elapsed();
+            self.busy.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let result = self.decode(&job).map(|mut t| {
+                t.queue_wait = queue_wait;
+                t.inference = started.elapsed();
+                t
+            });
+            self.busy.fetch_sub(1, Ordering::Relaxed);
+            // The caller may have gone away; that is its business.
+            let _ = job.reply.send(result);
+        }
+    }
+
+    fn decode(&mut self, job: &DecodeJob) -> Result<Transcript, EngineError> {
+        if job.audio.is_empty() {
+            return Err(EngineError::NoAudio);
+        }
+        let padded;
+        let audio: &[f32] = if job.audio.len() < MIN_SAMPLES {
+            let mut v = job.audio.to_vec();
+            v.resize(MIN_SAMPLES, 0.0);
+            padded = v;
+            &padded
+        } else {
+            &job.audio
+        };
+        let (language, probability) = self.resolve_language(&job.params, audio)?;
+        let mut fp = full_params(&job.params, &language, self.threads, job.audio.len());
+        let cancel = job.cancel.clone();
+        fp.set_abort_callback_safe(move || cancel.is_cancelled());
+        let result = self.state.full(fp, audio);
+        if job.cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        result.map_err(|e| EngineError::Decode(e.to_string()))?;
+
+        let mut segments = Vec::new();
+        let mut no_speech: f32 = 0.0;
+        for seg in self.state.as_iter() {
+            let text = seg.to_str_lossy().map_err(|e| EngineError::Decode(e.to_string()))?;
+            let p = seg.no_speech_probability();
+            no_speech = no_speech.max(p);
+            segments.push(Segment {
+                start_sec: seg.start_timestamp() as f64 / 100.0,
+                end_sec: seg.end_timestamp() as f64 / 100.0,
+                text: text.into_owned(),
+                no_speech_probability: p,
+            });
+        }
+        Ok(Transcript {
+            segments,
+            language,
+            language_probability: probability,
+            no_speech_probability: no_speech,
+            ..Transcript::default()
+        })
+    }
+
+    /// The language to decode in, and how sure we are of it. Detection costs
+    /// an extra encoder pass, so it only runs when no language was given.
+    fn resolve_language(&mut self, p: &DecodeParams, audio: &[f32]) -> Result<(String, f32), EngineError> {
+        if !self.multilingual {
+            let lang = p.language.clone().unwrap_or_else(|| "en".into());
+            if lang != "en" {
+                return Err(EngineError::Language {
+                    language: lang,
+                    reason: "the model is English-only; use a multilingual model such as base".into(),
+                });
+            }
+            if p.task == Task::Translate {
+                return Err(EngineError::Language {
+                    language: lang,
+                    reason: "an English-only model cannot translate; use a multilingual model such as base".into(),
+                });
+            }
+            return Ok((lang, 1.0));
+        }
+        if let Some(lang) = &p.language {
+            if whisper_rs::get_lang_id(lang).is_none() {
+                return Err(EngineError::Language {
+                    language: lang.clone(),
+                    reason: "not a language code Whisper knows".into(),
+                });
+            }
+            return Ok((lang.clone(), 1.0));
+        }
+        self.state
+            .pcm_to_mel(audio, self.threads)
+            .map_err(|e| EngineError::Decode(format!("mel spectrogram: {e}")))?;
+        let (id, probs) = self
+            .state
+            .lang_detect(0, self.threads)
+            .map_err(|e| EngineError::Decode(format!("language detection: {e}")))?;
+        let code = whisper_rs::get_lang_str(id)
+            .ok_or_else(|| EngineError::Decode(format!("language detection returned id {id}")))?;
+        let prob = probs.get(id as usize).copied().unwrap_or(0.0);
+        Ok((code.to_string(), prob))
+    }
+}
+
+/// Next job, finals first; `None` when the engine has shut down.
+fn next_job(finals: &Receiver<DecodeJob>, partials: &Receiver<DecodeJob>) -> Option<DecodeJob> {
+    if let Ok(job) = finals.try_recv() {
+        return Some(job);
+    }
+    crossbeam_channel::select! {
+        recv(finals) -> job => job.ok().or_else(|| partials.recv().ok()),
+        recv(partials) -> job => job.ok().or_else(|| finals.recv().ok()),
+    }
+}

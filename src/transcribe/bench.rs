@@ -1,0 +1,102 @@
+//! `stt transcribe --bench`: the offline cost baseline — whole-clip decode
+//! time at 1 and 2 threads, the effect of a smaller encoder window
+//! (audio_ctx 384/768), Silero cost per 32 ms frame, and resident memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::audio::wav::Clip;
+use crate::cli::TranscribeArgs;
+use crate::server::engine::{DecodeParams, Engine, EngineConfig};
+use crate::server::vad::VadPool;
+
+/// Prints the measurements for `clip`.
+pub(super) fn run(
+    engine: &Engine,
+    vad: Option<&VadPool>,
+    clip: &Clip,
+    params: &DecodeParams,
+    args: &TranscribeArgs,
+    rss_after_load: Option<u64>,
+) -> anyhow::Result<()> {
+    let runs = args.bench_runs.max(1);
+    let audio: Arc<[f32]> = clip.samples.clone().into();
+    println!(
+        "clip: {:.2} s, model {}, profile {}, {} run(s) each",
+        clip.duration_sec(),
+        engine.model_path().display(),
+        args.decode_profile,
+        runs
+    );
+    if let Some(rss) = rss_after_load {
+        println!("RSS after loading the model with one state: {:.1} MB", rss as f64 / 1e6);
+    }
+    for threads in [1, 2] {
+        let mut cfg = EngineConfig::new(engine.model_path().to_path_buf());
+        cfg.threads = threads;
+        let e = Engine::start(cfg).context("starting a measurement engine")?;
+        let (best, mean, text) = time_decode(&e, &audio, params, runs)?;
+        e.shutdown();
+        println!(
+            "full window, {threads} thread(s): best {:.3} s, mean {:.3} s, RTF {:.3} | {text}",
+            best.as_secs_f64(),
+            mean.as_secs_f64(),
+            best.as_secs_f64() / clip.duration_sec()
+        );
+    }
+    for ctx in [768, 384] {
+        let mut p = params.clone();
+        p.audio_ctx = Some(ctx);
+        let (best, mean, text) = time_decode(engine, &audio, &p, runs)?;
+        println!(
+            "audio_ctx {ctx}, {} thread(s): best {:.3} s, mean {:.3} s | {text}",
+            engine.threads(),
+            best.as_secs_f64(),
+            mean.as_secs_f64()
+        );
+    }
+    if let Some(vad) = vad {
+        let mut stream = vad.acquire()?;
+        let mut probs = Vec::new();
+        let started = Instant::now();
+        stream.push(&clip.samples, &mut probs)?;
+        let per_frame = started.elapsed().as_secs_f64() / probs.len().max(1) as f64;
+        println!(
+            "Silero VAD: {:.3} ms per 32 ms frame ({} frames)",
+            per_frame * 1e3,
+            probs.len()
+        );
+    }
+    if let Some(rss) = rss_bytes() {
+        println!("RSS at the end: {:.1} MB", rss as f64 / 1e6);
+    }
+    Ok(())
+}
+
+fn time_decode(
+    engine: &Engine,
+    audio: &Arc<[f32]>,
+    params: &DecodeParams,
+    runs: usize,
+) -> anyhow::Result<(Duration, Duration, String)> {
+    let mut best = Duration::MAX;
+    let mut total = Duration::ZERO;
+    let mut text = String::new();
+    for _ in 0..runs {
+        let t = engine.decode_blocking(audio.clone(), params.clone())?;
+        best = best.min(t.inference);
+        total += t.inference;
+        text = t.text();
+    }
+    Ok((best, total / runs as u32, text))
+}
+
+/// Resident set size of this process (Linux), in bytes.
+pub(crate) fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,102 @@
+//! Shared test helpers: the built binary, provisioned model paths, speech
+//! fixtures made with espeak-ng and sox, and word-level comparison.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `stt` binary cargo built for this test run.
+pub fn stt() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stt"));
+    cmd.env("GGML_NO_BACKTRACE", "1");
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// Runs `stt` with `args`, returning the output.
+pub fn run_stt(args: &[&str]) -> Output {
+    stt().args(args).output().expect("running the stt binary")
+}
+
+/// Provisioned models directory (scripts/setup.sh fills it).
+pub fn models_dir() -> PathBuf {
+    stt::models::store::models_dir()
+}
+
+/// The provisioned ggml tiny.en.
+pub fn tiny_en() -> PathBuf {
+    let p = models_dir().join("ggml-tiny.en.bin");
+    assert!(p.is_file(), "{} missing: run scripts/setup.sh first", p.display());
+    p
+}
+
+/// A repository asset.
+pub fn asset(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(rel)
+}
+
+/// A scratch directory for this test process.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
+}
+
+/// Speaks `text` with espeak-ng (voice `voice`) into a WAV at espeak's own
+/// rate (22050 Hz), cached by name.
+pub fn speak(name: &str, voice: &str, text: &str) -> PathBuf {
+    let out = scratch().join(format!("{name}.wav"));
+    if !out.exists() {
+        let status = Command::new("espeak-ng")
+            .args(["-v", voice, "-w"])
+            .arg(&out)
+            .arg(text)
+            .status()
+            .expect("espeak-ng must be installed (scripts/setup.sh installs it)");
+        assert!(status.success(), "espeak-ng failed");
+    }
+    out
+}
+
+/// Converts `input` with sox to `rate` Hz and `channels` channels
+/// (an independent resampler, so our own is tested against another).
+pub fn sox_convert(input: &Path, name: &str, rate: u32, channels: u32) -> PathBuf {
+    let out = scratch().join(format!("{name}.wav"));
+    let status = Command::new("sox")
+        .arg(input)
+        .args(["-r", &rate.to_string(), "-c", &channels.to_string(), "-b", "16"])
+        .arg(&out)
+        .status()
+        .expect("sox must be installed (scripts/setup.sh installs it)");
+    assert!(status.success(), "sox failed");
+    out
+}
+
+/// Lower-case words without punctuation.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Fraction of `expected`'s words found in `got` (order-free, tolerant of
+/// tiny.en's usual slips such as "speech-to-text" vs "speech to text").
+pub fn word_recall(expected: &str, got: &str) -> f64 {
+    let got_words = words(&got.replace('-', " "));
+    let exp = words(&expected.replace('-', " "));
+    let hits = exp.iter().filter(|w| got_words.contains(w)).count();
+    hits as f64 / exp.len().max(1) as f64
+}
+
+/// Asserts that `got` holds at least `min` of `expected`'s words.
+pub fn assert_words(expected: &str, got: &str, min: f64) {
+    let r = word_recall(expected, got);
+    assert!(r >= min, "recall {r:.2} < {min}: expected {expected:?}, got {got:?}");
+}

@@ -1,0 +1,9 @@
+//! The single end-to-end test binary: real models, real audio, the real
+//! `stt` binary. Needs the provisioned models (scripts/setup.sh, which the
+//! README's test command runs first).
+
+mod harness;
+
+mod models;
+mod transcribe;
+mod vad;

@@ -1,0 +1,120 @@
+//! `stt transcribe` end to end: real tiny.en, real Silero VAD, espeak speech.
+
+use crate::harness::*;
+
+const HELLO: &str = "Hello world. This is a test of the speech to text system.";
+
+fn transcribe_text(file: &std::path::Path) -> String {
+    let out = run_stt(&["transcribe", "--json", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "stt transcribe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(v["language"], "en");
+    v["text"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn committed_asset_gives_the_spoken_words() {
+    let _ = tiny_en();
+    let text = transcribe_text(&asset("audio/hello.wav"));
+    assert_words(HELLO, &text, 0.8);
+}
+
+#[test]
+fn same_words_at_8k_44k_and_stereo_48k() {
+    let _ = tiny_en();
+    let src = speak("fox", "en-us", "The quick brown fox jumps over the lazy dog.");
+    let expected = "the quick brown fox jumps over the lazy dog";
+    for (name, rate, ch) in [("fox8k", 8_000, 1), ("fox44k", 44_100, 1), ("fox48k2", 48_000, 2)] {
+        let f = sox_convert(&src, name, rate, ch);
+        let text = transcribe_text(&f);
+        assert_words(expected, &text, 0.75);
+    }
+}
+
+#[test]
+fn text_output_has_timestamps() {
+    let _ = tiny_en();
+    let out = run_stt(&["transcribe", asset("audio/hello.wav").to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("[00:0"), "{stdout}");
+    assert!(stdout.contains(" → "), "{stdout}");
+}
+
+#[test]
+fn non_wav_file_is_a_runtime_error() {
+    let f = scratch().join("notes.wav");
+    std::fs::write(&f, "this is not audio").unwrap();
+    let out = run_stt(&["transcribe", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a readable WAV file"), "{err}");
+}
+
+#[test]
+fn empty_wav_is_a_runtime_error() {
+    let f = scratch().join("empty.wav");
+    stt::audio::wav::write_wav(&f, &[]).unwrap();
+    let out = run_stt(&["transcribe", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no audio"), "{err}");
+}
+
+#[test]
+fn missing_model_is_a_runtime_error_with_a_hint() {
+    let out = run_stt(&[
+        "transcribe",
+        "--model",
+        "/nonexistent/ggml-x.bin",
+        asset("audio/hello.wav").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not found") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn missing_onnx_runtime_is_a_clear_error() {
+    let _ = tiny_en();
+    let out = stt()
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .args(["transcribe", asset("audio/hello.wav").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ONNX Runtime library not found"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn wrong_onnx_runtime_file_is_a_clear_error() {
+    let _ = tiny_en();
+    let fake = scratch().join("libonnxruntime.so");
+    std::fs::write(&fake, "not a library").unwrap();
+    let out = stt()
+        .env("ORT_DYLIB_PATH", &fake)
+        .args(["transcribe", asset("audio/hello.wav").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot load ONNX Runtime"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = run_stt(&["transcribe", "--task", "summarise", "x.wav"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_stt(&["transcribe", "--decode-profile", "nope", "x.wav"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_stt(&["transcribe"]);
+    assert_eq!(out.status.code(), Some(2));
+}
