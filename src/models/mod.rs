@@ -1,1 +1,3 @@
 //! `stt models`: list, import, verify and fetch Whisper models.
+
+pub mod ct2;
