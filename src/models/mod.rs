@@ -1,3 +1,5 @@
 //! `stt models`: list, import, verify and fetch Whisper models.
 
 pub mod ct2;
+pub mod mel;
+pub mod vocab;
