@@ -87,7 +87,10 @@ pub enum ModelsCommand {
         /// tiny, tiny.en, base, base.en, small, …
         name: String,
         /// Base URL of the model repository.
-        #[arg(long, default_value = "https://huggingface.co/ggerganov/whisper.cpp/resolve/main")]
+        #[arg(
+            long,
+            default_value = "https://huggingface.co/ggerganov/whisper.cpp/resolve/main"
+        )]
         url: String,
     },
 }

@@ -27,7 +27,8 @@ pub mod pb {
     tonic::include_proto!("stt");
 
     /// Encoded descriptor set, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stt_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/stt_descriptor.bin"));
 }
 
 pub use error::{ErrorCode, SttError};

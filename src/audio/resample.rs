@@ -16,12 +16,17 @@ use super::{AudioError, TARGET_RATE};
 const CHUNK: usize = 1024;
 
 fn build(rate: u32) -> Result<Fft<f32>, AudioError> {
-    Fft::<f32>::new(rate as usize, TARGET_RATE as usize, CHUNK, 1, FixedSync::Input).map_err(|e| {
-        AudioError::Resample {
-            from: rate,
-            to: TARGET_RATE,
-            detail: e.to_string(),
-        }
+    Fft::<f32>::new(
+        rate as usize,
+        TARGET_RATE as usize,
+        CHUNK,
+        1,
+        FixedSync::Input,
+    )
+    .map_err(|e| AudioError::Resample {
+        from: rate,
+        to: TARGET_RATE,
+        detail: e.to_string(),
     })
 }
 
@@ -140,10 +145,16 @@ impl StreamResampler {
                 active_channels_mask: None,
                 partial_len: Some(partial),
             };
-            let produced = process_block(inner, self.rate, &block, &mut self.scratch, Some(&indexing))?;
+            let produced =
+                process_block(inner, self.rate, &block, &mut self.scratch, Some(&indexing))?;
             let room = want - self.total_out;
             let mut kept = Vec::new();
-            emit(&self.scratch[..produced], &mut self.delay_left, &mut self.total_out, &mut kept);
+            emit(
+                &self.scratch[..produced],
+                &mut self.delay_left,
+                &mut self.total_out,
+                &mut kept,
+            );
             kept.truncate(room);
             self.total_out = self.total_out.min(want);
             out.extend_from_slice(&kept);
@@ -167,7 +178,8 @@ fn process_block(
     scratch: &mut [f32],
     indexing: Option<&Indexing>,
 ) -> Result<usize, AudioError> {
-    let input = InterleavedSlice::new(block, 1, block.len()).map_err(|e| resample_error(rate, e))?;
+    let input =
+        InterleavedSlice::new(block, 1, block.len()).map_err(|e| resample_error(rate, e))?;
     let frames = scratch.len();
     let mut output =
         InterleavedSlice::new_mut(scratch, 1, frames).map_err(|e| resample_error(rate, e))?;

@@ -32,12 +32,11 @@ pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
         path: shown.clone(),
         source,
     })?;
-    let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|source| {
-        AudioError::Wav {
+    let reader =
+        hound::WavReader::new(std::io::BufReader::new(file)).map_err(|source| AudioError::Wav {
             path: shown.clone(),
             source,
-        }
-    })?;
+        })?;
     let spec = reader.spec();
     if spec.channels == 0 {
         return Err(AudioError::Unsupported {

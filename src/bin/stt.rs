@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             if let Some(hint) = stt::models::hint_for(&err) {
                 eprintln!("hint: {hint}");
             }
-            let usage = err.chain().any(|e| e.is::<stt::UsageError>() || e.is::<stt::config::ConfigError>());
+            let usage = err
+                .chain()
+                .any(|e| e.is::<stt::UsageError>() || e.is::<stt::config::ConfigError>());
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

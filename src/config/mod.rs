@@ -47,7 +47,10 @@ pub fn load_yaml<T: DeserializeOwned + Default>(path: &Path) -> Result<T, Config
 }
 
 /// Parses YAML text (`origin` names it in errors).
-pub fn parse_yaml<T: DeserializeOwned + Default>(text: &str, origin: &Path) -> Result<T, ConfigError> {
+pub fn parse_yaml<T: DeserializeOwned + Default>(
+    text: &str,
+    origin: &Path,
+) -> Result<T, ConfigError> {
     if text.trim().is_empty() {
         return Ok(T::default());
     }
@@ -56,7 +59,11 @@ pub fn parse_yaml<T: DeserializeOwned + Default>(text: &str, origin: &Path) -> R
         let key = e.path().to_string();
         ConfigError::Parse {
             path: origin.to_path_buf(),
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             message: e.into_inner().to_string(),
         }
     })

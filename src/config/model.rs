@@ -144,7 +144,15 @@ impl ModelFile {
         c.check(
             matches!(
                 m.compute_type.as_str(),
-                "default" | "auto" | "float16" | "float32" | "int8" | "int8_float16" | "int8_float32" | "int16" | "bfloat16"
+                "default"
+                    | "auto"
+                    | "float16"
+                    | "float32"
+                    | "int8"
+                    | "int8_float16"
+                    | "int8_float32"
+                    | "int16"
+                    | "bfloat16"
             ),
             "model.compute_type",
             format!("unknown compute type {:?}", m.compute_type),
@@ -163,12 +171,24 @@ impl ModelFile {
             format!("no decode profile named {:?}", m.default_decode_profile),
         );
         if let Some(langs) = &m.languages {
-            c.check(!langs.is_empty(), "model.languages", "must list at least one code, or be null");
+            c.check(
+                !langs.is_empty(),
+                "model.languages",
+                "must list at least one code, or be null",
+            );
         }
         for (name, p) in &self.decode_profiles {
             let key = |k: &str| format!("decode_profiles.{name}.{k}");
-            c.check(p.beam_size >= 1 && p.beam_size <= 16, &key("beam_size"), "must be 1..=16");
-            c.check(p.best_of >= 1 && p.best_of <= 16, &key("best_of"), "must be 1..=16");
+            c.check(
+                p.beam_size >= 1 && p.beam_size <= 16,
+                &key("beam_size"),
+                "must be 1..=16",
+            );
+            c.check(
+                p.best_of >= 1 && p.best_of <= 16,
+                &key("best_of"),
+                "must be 1..=16",
+            );
             c.check(p.patience > 0.0, &key("patience"), "must be positive");
             c.check(
                 (0.0..=1.0).contains(&p.temperature),
@@ -208,19 +228,31 @@ mod tests {
     fn unknown_key_is_named() {
         let err = parse_yaml::<ModelFile>("model:\n  nmae: x\n", Path::new("m.yaml")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("m.yaml") && msg.contains("model") && msg.contains("nmae"), "{msg}");
+        assert!(
+            msg.contains("m.yaml") && msg.contains("model") && msg.contains("nmae"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let err = parse_yaml::<ModelFile>("model:\n  pool_size: many\n", Path::new("m.yaml")).unwrap_err();
+        let err = parse_yaml::<ModelFile>("model:\n  pool_size: many\n", Path::new("m.yaml"))
+            .unwrap_err();
         assert!(err.to_string().contains("model.pool_size"), "{err}");
     }
 
     #[test]
     fn bad_value_is_named() {
-        let f: ModelFile = parse_yaml("decode_profiles:\n  realtime:\n    beam_size: 0\n", Path::new("m.yaml")).unwrap();
+        let f: ModelFile = parse_yaml(
+            "decode_profiles:\n  realtime:\n    beam_size: 0\n",
+            Path::new("m.yaml"),
+        )
+        .unwrap();
         let err = f.validate(Path::new("m.yaml")).unwrap_err();
-        assert!(err.to_string().contains("decode_profiles.realtime.beam_size"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("decode_profiles.realtime.beam_size"),
+            "{err}"
+        );
     }
 }

@@ -201,7 +201,9 @@ impl Default for HealthSection {
     }
 }
 
-const LEVELS: [&str; 8] = ["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "OFF"];
+const LEVELS: [&str; 8] = [
+    "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "OFF",
+];
 
 /// Whether `level` is a log level name we accept (Python's names included).
 pub fn is_log_level(level: &str) -> bool {
@@ -213,9 +215,21 @@ impl ServerFile {
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut c = Checker::new(path);
         let s = &self.server;
-        c.check(s.max_sessions >= 1, "server.max_sessions", "must be at least 1");
-        c.check(s.session_timeout_sec > 0.0, "server.session_timeout_sec", "must be positive");
-        c.check(s.max_chunk_ms >= 10, "server.max_chunk_ms", "must be at least 10");
+        c.check(
+            s.max_sessions >= 1,
+            "server.max_sessions",
+            "must be at least 1",
+        );
+        c.check(
+            s.session_timeout_sec > 0.0,
+            "server.session_timeout_sec",
+            "must be positive",
+        );
+        c.check(
+            s.max_chunk_ms >= 10,
+            "server.max_chunk_ms",
+            "must be at least 10",
+        );
         c.check(
             s.max_buffer_sec.is_none_or(|v| v > 0.0),
             "server.max_buffer_sec",
@@ -251,7 +265,11 @@ impl ServerFile {
             "server.decode_queue_timeout_sec",
             "must not be negative",
         );
-        c.check(s.buffer_overlap_sec >= 0.0, "server.buffer_overlap_sec", "must not be negative");
+        c.check(
+            s.buffer_overlap_sec >= 0.0,
+            "server.buffer_overlap_sec",
+            "must not be negative",
+        );
         c.check(
             s.grpc_max_receive_message_bytes >= 1024,
             "server.grpc_max_receive_message_bytes",
@@ -267,10 +285,22 @@ impl ServerFile {
             "server.sample_rate",
             "must be 4000..=384000 Hz",
         );
-        c.check(s.shutdown_grace_sec >= 0.0, "server.shutdown_grace_sec", "must not be negative");
+        c.check(
+            s.shutdown_grace_sec >= 0.0,
+            "server.shutdown_grace_sec",
+            "must not be negative",
+        );
         let v = &self.vad;
-        c.check(v.silence > 0.0 && v.silence <= 30.0, "vad.silence", "must be in (0, 30] seconds");
-        c.check((0.0..=1.0).contains(&v.threshold), "vad.threshold", "must be in 0..=1");
+        c.check(
+            v.silence > 0.0 && v.silence <= 30.0,
+            "vad.silence",
+            "must be in (0, 30] seconds",
+        );
+        c.check(
+            (0.0..=1.0).contains(&v.threshold),
+            "vad.threshold",
+            "must be in 0..=1",
+        );
         c.check(
             v.model_pool_growth_factor >= 1.0,
             "vad.model_pool_growth_factor",
@@ -284,10 +314,17 @@ impl ServerFile {
         c.check(
             is_log_level(&self.logging.level),
             "logging.level",
-            format!("unknown level {:?} (TRACE, DEBUG, INFO, WARNING, ERROR)", self.logging.level),
+            format!(
+                "unknown level {:?} (TRACE, DEBUG, INFO, WARNING, ERROR)",
+                self.logging.level
+            ),
         );
         if let Some(l) = &self.logging.faster_whisper_level {
-            c.check(is_log_level(l), "logging.faster_whisper_level", format!("unknown level {l:?}"));
+            c.check(
+                is_log_level(l),
+                "logging.faster_whisper_level",
+                format!("unknown level {l:?}"),
+            );
         }
         c.check(
             self.storage.queue_max_chunks >= 1,
@@ -296,8 +333,16 @@ impl ServerFile {
         );
         let h = &self.health;
         c.check(h.window_sec > 0.0, "health.window_sec", "must be positive");
-        c.check((0.0..=1.0).contains(&h.max_timeout_ratio), "health.max_timeout_ratio", "must be in 0..=1");
-        c.check((0.0..=1.0).contains(&h.min_success_ratio), "health.min_success_ratio", "must be in 0..=1");
+        c.check(
+            (0.0..=1.0).contains(&h.max_timeout_ratio),
+            "health.max_timeout_ratio",
+            "must be in 0..=1",
+        );
+        c.check(
+            (0.0..=1.0).contains(&h.min_success_ratio),
+            "health.min_success_ratio",
+            "must be in 0..=1",
+        );
         c.finish()
     }
 }
@@ -327,7 +372,8 @@ mod tests {
     fn unknown_key_and_negative_limit_are_named() {
         let e = parse_yaml::<ServerFile>("vad:\n  silense: 1\n", Path::new("s.yaml")).unwrap_err();
         assert!(e.to_string().contains("silense"), "{e}");
-        let f: ServerFile = parse_yaml("server:\n  session_timeout_sec: -1\n", Path::new("s.yaml")).unwrap();
+        let f: ServerFile =
+            parse_yaml("server:\n  session_timeout_sec: -1\n", Path::new("s.yaml")).unwrap();
         let e = f.validate(Path::new("s.yaml")).unwrap_err();
         assert!(e.to_string().contains("server.session_timeout_sec"), "{e}");
     }

@@ -51,7 +51,10 @@ fn list() -> anyhow::Result<()> {
     if files.is_empty() {
         println!("no ggml models found; run `scripts/setup.sh` or `stt models import <ct2-dir>`");
     } else {
-        println!("{:<12} {:>10}  {:<8} {:<13} path", "name", "size", "type", "languages");
+        println!(
+            "{:<12} {:>10}  {:<8} {:<13} path",
+            "name", "size", "type", "languages"
+        );
         for path in files {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             match inspect(&path) {
@@ -103,15 +106,25 @@ fn import(dir: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let summary = import_ct2(dir, &out, &ImportOptions { show_progress: true })
-        .with_context(|| format!("importing {}", dir.display()))?;
+    let summary = import_ct2(
+        dir,
+        &out,
+        &ImportOptions {
+            show_progress: true,
+        },
+    )
+    .with_context(|| format!("importing {}", dir.display()))?;
     println!(
         "wrote {} ({} bytes, {} tensors, vocabulary {}, {}, from {})",
         out.display(),
         summary.bytes,
         summary.tensors,
         summary.n_vocab,
-        if summary.multilingual { "multilingual" } else { "English-only" },
+        if summary.multilingual {
+            "multilingual"
+        } else {
+            "English-only"
+        },
         summary.source_dtype
     );
     Ok(())
@@ -120,7 +133,12 @@ fn import(dir: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
 fn verify(path: &Path) -> anyhow::Result<()> {
     let info = inspect(path).with_context(|| format!("checking {}", path.display()))?;
     let h = &info.hparams;
-    println!("{}: ggml Whisper {} ({})", path.display(), info.model_size, languages(&info));
+    println!(
+        "{}: ggml Whisper {} ({})",
+        path.display(),
+        info.model_size,
+        languages(&info)
+    );
     println!(
         "  vocab {}, audio ctx {} state {} heads {} layers {}, text ctx {} state {} heads {} layers {}, mels {}, ftype {}",
         h.n_vocab,
@@ -146,13 +164,27 @@ fn verify(path: &Path) -> anyhow::Result<()> {
 
 /// Official ggml model names.
 const KNOWN: [&str; 12] = [
-    "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v1",
-    "large-v2", "large-v3", "large-v3-turbo",
+    "tiny",
+    "tiny.en",
+    "base",
+    "base.en",
+    "small",
+    "small.en",
+    "medium",
+    "medium.en",
+    "large-v1",
+    "large-v2",
+    "large-v3",
+    "large-v3-turbo",
 ];
 
 fn fetch(name: &str, base_url: &str) -> anyhow::Result<()> {
     if !KNOWN.contains(&name) {
-        return Err(UsageError(format!("unknown model {name:?}; known: {}", KNOWN.join(", "))).into());
+        return Err(UsageError(format!(
+            "unknown model {name:?}; known: {}",
+            KNOWN.join(", ")
+        ))
+        .into());
     }
     let file = store::ggml_file_name(name);
     let url = format!("{}/{file}", base_url.trim_end_matches('/'));
@@ -174,16 +206,21 @@ fn fetch(name: &str, base_url: &str) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(store::models_dir())?;
     let part = dest.with_extension("bin.part");
-    let mut out = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let mut out =
+        std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
     let bar = ProgressBar::new(resp.content_length().unwrap_or(0));
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(file.clone());
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = resp.read(&mut buf).with_context(|| format!("reading {url}"))?;
+        let n = resp
+            .read(&mut buf)
+            .with_context(|| format!("reading {url}"))?;
         if n == 0 {
             break;
         }

@@ -31,7 +31,10 @@ pub(super) fn run(
         runs
     );
     if let Some(rss) = rss_after_load {
-        println!("RSS after loading the model with one state: {:.1} MB", rss as f64 / 1e6);
+        println!(
+            "RSS after loading the model with one state: {:.1} MB",
+            rss as f64 / 1e6
+        );
     }
     for threads in [1, 2] {
         let mut cfg = EngineConfig::new(engine.model_path().to_path_buf());

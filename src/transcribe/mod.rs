@@ -45,12 +45,18 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     let models = load_model_config(&args.model_config)?;
     let params = decode_params(&args, &models)?;
     let model_path = store::resolve_model(&args.model);
-    let threads = args.threads.unwrap_or_else(|| crate::server::engine::default_threads(1));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| crate::server::engine::default_threads(1));
     let mut cfg = EngineConfig::new(model_path);
     cfg.threads = threads;
     let engine = Engine::start(cfg).context("starting the decode engine")?;
     let rss_after_load = bench::rss_bytes();
-    let vad = if args.no_vad { None } else { Some(start_vad()?) };
+    let vad = if args.no_vad {
+        None
+    } else {
+        Some(start_vad()?)
+    };
 
     if args.bench {
         let clip = read_wav(&args.files[0])?;
@@ -94,7 +100,11 @@ fn decode_params(args: &TranscribeArgs, models: &ModelFile) -> anyhow::Result<De
         .into());
     };
     let Some(task) = Task::parse(&args.task) else {
-        return Err(UsageError(format!("--task must be transcribe or translate, got {:?}", args.task)).into());
+        return Err(UsageError(format!(
+            "--task must be transcribe or translate, got {:?}",
+            args.task
+        ))
+        .into());
     };
     let language = match args.language.as_deref() {
         None | Some("auto") | Some("") => None,
@@ -122,11 +132,19 @@ pub fn start_vad() -> anyhow::Result<VadPool> {
 }
 
 /// Speech regions of a clip, in samples.
-pub fn speech_regions(vad: &VadPool, clip: &Clip, threshold: f64, silence: f64) -> anyhow::Result<Vec<(u64, u64)>> {
+pub fn speech_regions(
+    vad: &VadPool,
+    clip: &Clip,
+    threshold: f64,
+    silence: f64,
+) -> anyhow::Result<Vec<(u64, u64)>> {
     let mut stream = vad.acquire()?;
     let mut probs = Vec::with_capacity(clip.samples.len() / 512 + 1);
     stream.push(&clip.samples, &mut probs)?;
-    Ok(endpoint::regions(&probs, EndpointConfig::new(threshold, silence)))
+    Ok(endpoint::regions(
+        &probs,
+        EndpointConfig::new(threshold, silence),
+    ))
 }
 
 fn transcribe_clip(
@@ -149,7 +167,13 @@ fn transcribe_clip(
         let audio: Arc<[f32]> = clip.samples[start as usize..end as usize].into();
         let t = engine
             .decode_blocking(audio, params.clone())
-            .with_context(|| format!("decoding {} at {:.2} s", file.display(), start as f64 / 16_000.0))?;
+            .with_context(|| {
+                format!(
+                    "decoding {} at {:.2} s",
+                    file.display(),
+                    start as f64 / 16_000.0
+                )
+            })?;
         if language.is_empty() {
             language = t.language.clone();
             probability = t.language_probability;
@@ -163,14 +187,22 @@ fn transcribe_clip(
             }
             segments.push(TimedText {
                 start_sec: round2(offset + s.start_sec),
-                end_sec: round2((offset + s.end_sec).min(region_end).max(offset + s.start_sec)),
+                end_sec: round2(
+                    (offset + s.end_sec)
+                        .min(region_end)
+                        .max(offset + s.start_sec),
+                ),
                 text,
             });
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let text = segments.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+    let text = segments
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(FileTranscript {
         file: file.to_path_buf(),
         duration_sec: round2(clip.duration_sec()),

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod engine;
 mod models;
 mod transcribe;
 mod vad;

@@ -5,15 +5,33 @@ use crate::harness::*;
 #[test]
 fn import_of_registry_tiny_en_is_byte_exact_and_loads() {
     let src = models_dir().join("ct2").join("tiny.en");
-    assert!(src.is_dir(), "{} missing: run scripts/setup.sh", src.display());
+    assert!(
+        src.is_dir(),
+        "{} missing: run scripts/setup.sh",
+        src.display()
+    );
     let out = scratch().join("ggml-tiny.en.bin");
-    let res = run_stt(&["models", "import", src.to_str().unwrap(), "-o", out.to_str().unwrap()]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let res = run_stt(&[
+        "models",
+        "import",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 77_704_715);
 
     let res = run_stt(&["models", "verify", out.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(res.status.success(), "{stdout}{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(stdout.contains("167 tensors"), "{stdout}");
     assert!(stdout.contains("English-only"), "{stdout}");
     assert!(stdout.contains("loads in whisper.cpp: ok"), "{stdout}");
@@ -38,7 +56,13 @@ fn import_refuses_to_overwrite_without_force() {
     let out = scratch().join("exists.bin");
     std::fs::write(&out, "x").unwrap();
     let src = models_dir().join("ct2").join("tiny.en");
-    let res = run_stt(&["models", "import", src.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let res = run_stt(&[
+        "models",
+        "import",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("--force"));
 }
@@ -49,7 +73,13 @@ fn wrong_ct2_dir_names_the_missing_file() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     let out = scratch().join("never.bin");
-    let res = run_stt(&["models", "import", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let res = run_stt(&[
+        "models",
+        "import",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(res.status.code(), Some(1));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("model.bin"), "{err}");
@@ -67,7 +97,12 @@ fn truncated_ggml_fails_verify_and_transcribe_cleanly() {
     assert!(err.contains("error:"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let res = run_stt(&["transcribe", "--model", cut.to_str().unwrap(), asset("audio/hello.wav").to_str().unwrap()]);
+    let res = run_stt(&[
+        "transcribe",
+        "--model",
+        cut.to_str().unwrap(),
+        asset("audio/hello.wav").to_str().unwrap(),
+    ]);
     assert_eq!(res.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&res.stderr).contains("panicked"));
 }
@@ -88,8 +123,14 @@ fn list_shows_the_provisioned_model() {
     let res = run_stt(&["models", "list"]);
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(res.status.success());
-    assert!(stdout.contains("tiny.en") && stdout.contains("English-only"), "{stdout}");
-    assert!(stdout.contains("Silero VAD") && stdout.contains("(ok)"), "{stdout}");
+    assert!(
+        stdout.contains("tiny.en") && stdout.contains("English-only"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Silero VAD") && stdout.contains("(ok)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -97,9 +138,19 @@ fn fetch_fails_fast_offline_and_points_at_import() {
     let started = std::time::Instant::now();
     // A closed loopback port stands in for an unreachable hub: tests never
     // send traffic off this machine.
-    let res = run_stt(&["models", "fetch", "tiny.en", "--url", "http://127.0.0.1:9/models"]);
+    let res = run_stt(&[
+        "models",
+        "fetch",
+        "tiny.en",
+        "--url",
+        "http://127.0.0.1:9/models",
+    ]);
     assert_eq!(res.status.code(), Some(1));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("stt models import"), "{err}");
-    assert!(started.elapsed().as_secs() < 15, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 15,
+        "took {:?}",
+        started.elapsed()
+    );
 }

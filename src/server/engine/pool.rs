@@ -97,10 +97,13 @@ impl Engine {
             .model_path
             .to_str()
             .ok_or_else(|| load_err("path is not valid UTF-8".into()))?;
-        let mut params = WhisperContextParameters::default();
-        params.use_gpu = cfg.use_gpu;
-        params.flash_attn = cfg.flash_attn;
-        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| load_err(e.to_string()))?;
+        let params = WhisperContextParameters {
+            use_gpu: cfg.use_gpu,
+            flash_attn: cfg.flash_attn,
+            ..Default::default()
+        };
+        let ctx =
+            WhisperContext::new_with_params(path, params).map_err(|e| load_err(e.to_string()))?;
         let ctx = Arc::new(ctx);
         let multilingual = ctx.is_multilingual();
 
@@ -176,7 +179,9 @@ impl Engine {
         }
     }
 
-    fn read_queues(&self) -> std::sync::RwLockReadGuard<'_, Option<(Sender<DecodeJob>, Sender<DecodeJob>)>> {
+    fn read_queues(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, Option<(Sender<DecodeJob>, Sender<DecodeJob>)>> {
         // A poisoned lock only means a panic elsewhere while holding it; the
         // senders inside are still fine to use.
         self.inner.queues.read().unwrap_or_else(|e| e.into_inner())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+use tokio_util::sync::CancellationToken;
 use whisper_rs::WhisperState;
 
 use super::params::full_params;
@@ -24,7 +25,12 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) fn new(state: WhisperState, multilingual: bool, threads: usize, busy: Arc<AtomicUsize>) -> Self {
+    pub(super) fn new(
+        state: WhisperState,
+        multilingual: bool,
+        threads: usize,
+        busy: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
             state,
             multilingual,
@@ -69,23 +75,45 @@ impl Worker {
         };
         let (language, probability) = self.resolve_language(&job.params, audio)?;
         let mut fp = full_params(&job.params, &language, self.threads, job.audio.len());
-        let cancel = job.cancel.clone();
-        fp.set_abort_callback_safe(move || cancel.is_cancelled());
+        // whisper-rs 0.16's `set_abort_callback_safe` boxes the closure twice
+        // but its trampoline casts the pointer back as if boxed once, so the
+        // callback reads garbage (we saw it deadlock). Use the raw hook with
+        // our own trampoline instead.
+        // SAFETY: `job.cancel` is borrowed for this whole function, so the
+        // pointer stays valid for as long as `full` can call the hook.
+        unsafe {
+            fp.set_abort_callback(Some(abort_if_cancelled));
+            fp.set_abort_callback_user_data(
+                &job.cancel as *const CancellationToken as *mut std::ffi::c_void,
+            );
+        }
         let result = self.state.full(fp, audio);
         if job.cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
         result.map_err(|e| EngineError::Decode(e.to_string()))?;
 
+        let duration = job.audio.len() as f64 / 16_000.0;
         let mut segments = Vec::new();
         let mut no_speech: f32 = 0.0;
         for seg in self.state.as_iter() {
-            let text = seg.to_str_lossy().map_err(|e| EngineError::Decode(e.to_string()))?;
+            let text = seg
+                .to_str_lossy()
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
             let p = seg.no_speech_probability();
             no_speech = no_speech.max(p);
+            // Without timestamp tokens whisper.cpp reports meaningless
+            // segment times; the text then spans the whole clip.
+            let (start_sec, end_sec) = if job.params.profile.without_timestamps {
+                (0.0, duration)
+            } else {
+                let t0 = seg.start_timestamp() as f64 / 100.0;
+                let t1 = seg.end_timestamp() as f64 / 100.0;
+                (t0.clamp(0.0, duration), t1.clamp(0.0, duration))
+            };
             segments.push(Segment {
-                start_sec: seg.start_timestamp() as f64 / 100.0,
-                end_sec: seg.end_timestamp() as f64 / 100.0,
+                start_sec,
+                end_sec,
                 text: text.into_owned(),
                 no_speech_probability: p,
             });
@@ -101,13 +129,18 @@ impl Worker {
 
     /// The language to decode in, and how sure we are of it. Detection costs
     /// an extra encoder pass, so it only runs when no language was given.
-    fn resolve_language(&mut self, p: &DecodeParams, audio: &[f32]) -> Result<(String, f32), EngineError> {
+    fn resolve_language(
+        &mut self,
+        p: &DecodeParams,
+        audio: &[f32],
+    ) -> Result<(String, f32), EngineError> {
         if !self.multilingual {
             let lang = p.language.clone().unwrap_or_else(|| "en".into());
             if lang != "en" {
                 return Err(EngineError::Language {
                     language: lang,
-                    reason: "the model is English-only; use a multilingual model such as base".into(),
+                    reason: "the model is English-only; use a multilingual model such as base"
+                        .into(),
                 });
             }
             if p.task == Task::Translate {
@@ -150,4 +183,15 @@ fn next_job(finals: &Receiver<DecodeJob>, partials: &Receiver<DecodeJob>) -> Opt
         recv(finals) -> job => job.ok().or_else(|| partials.recv().ok()),
         recv(partials) -> job => job.ok().or_else(|| finals.recv().ok()),
     }
+}
+
+/// whisper.cpp's abort hook: polled between graph computations; returning
+/// true stops the decode.
+///
+/// # Safety
+/// `user_data` must point at a live `CancellationToken`.
+unsafe extern "C" fn abort_if_cancelled(user_data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: the caller (`decode`) passes a token that outlives `full`.
+    let token = unsafe { &*(user_data as *const CancellationToken) };
+    token.is_cancelled()
 }

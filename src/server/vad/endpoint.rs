@@ -20,12 +20,13 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
-    /// From seconds at 16 kHz, with a 30 ms pad and 100 ms minimum speech.
+    /// From seconds at 16 kHz, with a 200 ms pad (Whisper decodes word edges
+    /// better with some silence around them) and 100 ms minimum speech.
     pub fn new(threshold: f64, silence_sec: f64) -> Self {
         Self {
             threshold: threshold as f32,
             silence_samples: (silence_sec * 16_000.0).round().max(1.0) as u64,
-            pad_samples: 480,
+            pad_samples: 3_200,
             min_speech_samples: 1_600,
         }
     }
@@ -89,7 +90,9 @@ impl Endpointer {
         match self.start {
             None => {
                 if prob >= self.cfg.threshold {
-                    let start = frame_start.saturating_sub(self.cfg.pad_samples).max(self.last_end);
+                    let start = frame_start
+                        .saturating_sub(self.cfg.pad_samples)
+                        .max(self.last_end);
                     self.start = Some(start);
                     self.silence_from = None;
                     return Some(SpeechEvent::Start(start));
@@ -174,7 +177,10 @@ mod tests {
             events,
             vec![
                 SpeechEvent::Start(512),
-                SpeechEvent::End { start: 512, end: 1536 }
+                SpeechEvent::End {
+                    start: 512,
+                    end: 1536
+                }
             ]
         );
     }
@@ -204,7 +210,13 @@ mod tests {
         let mut ep = Endpointer::new(cfg(10));
         ep.push(0.9);
         ep.push(0.9);
-        assert_eq!(ep.flush(), Some(SpeechEvent::End { start: 0, end: 1024 }));
+        assert_eq!(
+            ep.flush(),
+            Some(SpeechEvent::End {
+                start: 0,
+                end: 1024
+            })
+        );
         assert_eq!(ep.flush(), None);
     }
 

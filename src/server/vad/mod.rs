@@ -9,7 +9,7 @@ mod silero;
 
 use std::path::PathBuf;
 
-pub use endpoint::{Endpointer, EndpointConfig, SpeechEvent};
+pub use endpoint::{EndpointConfig, Endpointer, SpeechEvent};
 pub use pool::{VadPool, VadStream};
 pub use silero::{FRAME, SAMPLE_RATE};
 

@@ -36,7 +36,11 @@ impl VadPool {
     pub fn new(cfg: VadConfig) -> Result<Self, VadError> {
         let env = runtime(&cfg.runtime_path)?;
         let limit = cfg.max_sessions.max(1);
-        let capacity = if cfg.pool_size == 0 { limit } else { cfg.pool_size.min(limit) };
+        let capacity = if cfg.pool_size == 0 {
+            limit
+        } else {
+            cfg.pool_size.min(limit)
+        };
         let prewarm = cfg.prewarm.min(capacity).max(1);
         let mut idle = Vec::with_capacity(prewarm);
         for _ in 0..prewarm {
@@ -74,7 +78,8 @@ impl VadPool {
                 Some(model)
             } else {
                 if s.created >= s.capacity {
-                    let grown = ((s.capacity as f64) * self.inner.cfg.growth_factor).ceil() as usize;
+                    let grown =
+                        ((s.capacity as f64) * self.inner.cfg.growth_factor).ceil() as usize;
                     s.capacity = grown.max(s.capacity + 1).min(limit);
                     tracing::info!(capacity = s.capacity, "VAD pool grown");
                 }

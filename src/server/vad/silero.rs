@@ -23,7 +23,8 @@ const STATE: usize = 2 * 128;
 
 /// The process-wide ONNX Runtime environment, or why it could not be made.
 /// ONNX Runtime allows one environment per process.
-static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> =
+    OnceLock::new();
 
 /// Loads ONNX Runtime from `lib` (first call wins for the process).
 pub(super) fn runtime(lib: &Path) -> Result<&'static ort::environment::Environment, VadError> {
@@ -34,7 +35,10 @@ pub(super) fn runtime(lib: &Path) -> Result<&'static ort::environment::Environme
     }
     let entry = RUNTIME.get_or_init(|| {
         let builder = ort::init_from(lib).map_err(|e| e.to_string())?;
-        let env = builder.with_name("stt-vad").build().map_err(|e| e.to_string())?;
+        let env = builder
+            .with_name("stt-vad")
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok((env, lib.to_path_buf()))
     });
     match entry {
@@ -53,7 +57,10 @@ pub(super) struct SileroModel {
 }
 
 impl SileroModel {
-    pub(super) fn load(env: &ort::environment::Environment, model: &Path) -> Result<Self, VadError> {
+    pub(super) fn load(
+        env: &ort::environment::Environment,
+        model: &Path,
+    ) -> Result<Self, VadError> {
         if !model.is_file() {
             return Err(VadError::ModelMissing {
                 path: model.to_path_buf(),
@@ -79,14 +86,20 @@ impl SileroModel {
     }
 
     /// Speech probability of one 512-sample frame, advancing `state`.
-    pub(super) fn predict(&mut self, state: &mut StreamState, frame: &[f32]) -> Result<f32, VadError> {
+    pub(super) fn predict(
+        &mut self,
+        state: &mut StreamState,
+        frame: &[f32],
+    ) -> Result<f32, VadError> {
         debug_assert_eq!(frame.len(), FRAME);
         let err = |e: ort::Error| VadError::Inference(e.to_string());
         state.input[..CONTEXT].copy_from_slice(&state.context);
         state.input[CONTEXT..].copy_from_slice(frame);
-        let input = TensorRef::from_array_view(([1usize, CONTEXT + FRAME], &state.input[..])).map_err(err)?;
+        let input = TensorRef::from_array_view(([1usize, CONTEXT + FRAME], &state.input[..]))
+            .map_err(err)?;
         let rnn = TensorRef::from_array_view(([2usize, 1, 128], &state.rnn[..])).map_err(err)?;
-        let sr = TensorRef::from_array_view(((), std::slice::from_ref(&SAMPLE_RATE))).map_err(err)?;
+        let sr =
+            TensorRef::from_array_view(((), std::slice::from_ref(&SAMPLE_RATE))).map_err(err)?;
         let outputs = self
             .session
             .run(ort::inputs!["input" => input, "state" => rnn, "sr" => sr])

@@ -1,0 +1,77 @@
+//! The whisper.cpp worker pool directly: real tiny.en, real speech.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stt::config::model::DecodeProfileConfig;
+use stt::server::engine::{DecodeJob, DecodeParams, Engine, EngineConfig, EngineError, Priority};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+
+fn engine() -> Engine {
+    Engine::start(EngineConfig::new(tiny_en())).expect("tiny.en loads")
+}
+
+fn passage() -> Arc<[f32]> {
+    stt::audio::wav::read_wav(&asset("audio/passage.wav"))
+        .unwrap()
+        .samples
+        .into()
+}
+
+#[test]
+fn decode_gives_words_and_segment_times() {
+    let engine = engine();
+    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    let t = engine.decode_blocking(passage(), params).unwrap();
+    assert_words(
+        "Good morning everyone, let us begin the meeting.",
+        &t.text(),
+        0.8,
+    );
+    assert_eq!(t.language, "en");
+    let last = t.segments.last().expect("segments");
+    assert!(
+        last.end_sec > 8.0 && last.end_sec < 13.0,
+        "{:?}",
+        t.segments
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn cancelling_aborts_a_running_decode_promptly() {
+    let engine = engine();
+    // Beam search over 36 s (two 30 s windows) runs for many seconds on two
+    // cores; an abort must end it well before that.
+    let long: Arc<[f32]> = passage().repeat(3).into();
+    let params = DecodeParams::from_profile(DecodeProfileConfig::accurate());
+    let cancel = CancellationToken::new();
+    let (job, rx) = DecodeJob::new(long, params, cancel.clone());
+    engine.try_submit(job, Priority::Final).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let res = rx.blocking_recv().expect("worker replies");
+    assert!(matches!(res, Err(EngineError::Cancelled)), "{res:?}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(4),
+        "abort took {:?}",
+        cancelled_at.elapsed()
+    );
+    // The worker is still usable afterwards.
+    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    assert!(engine.decode_blocking(passage(), params).is_ok());
+    engine.shutdown();
+}
+
+#[test]
+fn english_only_model_refuses_other_languages() {
+    let engine = engine();
+    let mut params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    params.language = Some("de".into());
+    let res = engine.decode_blocking(passage(), params);
+    assert!(matches!(res, Err(EngineError::Language { .. })), "{res:?}");
+    engine.shutdown();
+}
