@@ -41,18 +41,71 @@ pub struct NotYet {
     pub rest: Vec<String>,
 }
 
-/// `stt serve`.
-#[derive(Debug, Args)]
+/// `stt serve`. Flags override the YAML files; the YAML overrides the
+/// built-in defaults.
+#[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// Server YAML.
+    /// Server YAML (server, vad, safety, logging, metrics, storage, health).
     #[arg(long, default_value = "config/server.yaml")]
     pub config: PathBuf,
-    /// Model/decode YAML.
+    /// Model/decode YAML (model, decode_profiles).
     #[arg(long, default_value = "config/model.yaml")]
     pub model_config: PathBuf,
-    /// Model name (ggml-<name>.bin in the models directory) or ggml path.
+    /// Model name (ggml-<name>.bin in the models directory) or a ggml path.
     #[arg(long)]
     pub model: Option<String>,
+    /// cpu | cuda (cuda needs a build with `--features cuda`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// faster-whisper compute type, mapped onto whisper.cpp (see README):
+    /// default | float32 | float16 | int8 | int8_float16 | …
+    #[arg(long)]
+    pub compute_type: Option<String>,
+    /// Default language code (empty or `auto` = detect).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Decode workers (one WhisperState each).
+    #[arg(long)]
+    pub model_pool_size: Option<usize>,
+    /// Bind address of both listeners.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// gRPC port (0 = any free port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Concurrent sessions.
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
+    /// HTTP control-plane port (0 = any free port).
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+    /// Log decode latency and real-time factor of every decode.
+    #[arg(long)]
+    pub log_metrics: bool,
+    /// TRACE, DEBUG, INFO, WARNING, ERROR.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Also write logs to this file.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// whisper.cpp log level (the original's faster-whisper logger).
+    #[arg(long)]
+    pub faster_whisper_log_level: Option<String>,
+    /// Trailing silence (s) that ends an utterance.
+    #[arg(long)]
+    pub vad_silence: Option<f64>,
+    /// Silero speech probability threshold, 0-1.
+    #[arg(long)]
+    pub vad_threshold: Option<f64>,
+    /// Minimum RMS of an utterance before it is decoded.
+    #[arg(long)]
+    pub speech_threshold: Option<f64>,
+    /// Seconds to wait for a decode (<= 0 waits forever).
+    #[arg(long)]
+    pub decode_timeout: Option<f64>,
+    /// Every session must present an `api_key` attribute.
+    #[arg(long)]
+    pub require_api_key: bool,
 }
 
 /// `stt models`.

@@ -10,7 +10,10 @@ use stt::cli::{Cli, Command};
 fn main() -> ExitCode {
     stt::env::set_process_defaults();
     let cli = Cli::parse();
-    stt::telemetry::init("info", None);
+    // `serve` sets logging up from its config file; the rest log at info.
+    if !matches!(cli.command, Command::Serve(_)) {
+        stt::telemetry::init("info", None);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -30,7 +33,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Transcribe(args) => stt::transcribe::run(args),
         Command::Models(args) => stt::models::run(args),
-        Command::Serve(_) => not_yet("serve", "the streaming server"),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(stt::server::run(args)),
         Command::File(_) => not_yet("file", "the realtime file client"),
         Command::Mic(_) => not_yet("mic", "the microphone client"),
         Command::Batch(_) => not_yet("batch", "the batch client"),

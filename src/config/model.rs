@@ -93,7 +93,9 @@ pub struct DecodeProfileConfig {
     pub no_speech_threshold: f32,
     /// -1.0 disables low-probability rejection.
     pub log_prob_threshold: f32,
-    /// Encoder window in mel frames (50/s); 0 = full 30 s window. (Ours.)
+    /// Encoder window in mel frames (50/s): 0 = the full 30 s window; a
+    /// positive value fits the window to each clip, never below this value
+    /// (2-4x faster on short utterances). (Ours.)
     pub audio_ctx: usize,
 }
 
@@ -110,7 +112,7 @@ impl DecodeProfileConfig {
             compression_ratio_threshold: 2.4,
             no_speech_threshold: 0.6,
             log_prob_threshold: -1.0,
-            audio_ctx: 0,
+            audio_ctx: 512,
         }
     }
 

@@ -1,6 +1,278 @@
-//! The server's components. Only transport modules (added with the gRPC
-//! server) import tonic or axum types; the engine sees `&[f32]` and
-//! `DecodeParams`, the VAD sees samples.
+//! `stt serve`: wiring and shutdown order only. [`Settings::load`] reads the
+//! YAML files and applies flags; [`BoundServer::bind`] loads the model and
+//! VAD and binds the listener (port 0 picks a free port, and the real
+//! address is logged and returned); [`BoundServer::serve`] runs until the
+//! shutdown future resolves, then stops in a fixed, logged order.
+//!
+//! Layers, dependencies pointing inward: transport ([`grpc`]) → application
+//! ([`session`], [`scheduler`]) → components ([`vad`]) → [`engine`]. Only
+//! transport imports tonic types.
 
 pub mod engine;
+pub mod grpc;
+pub mod metrics;
+pub mod scheduler;
+pub mod session;
+pub mod settings;
 pub mod vad;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::ServeArgs;
+use engine::{Engine, EngineConfig};
+use metrics::ServerMetrics;
+use scheduler::{Scheduler, SchedulerConfig};
+use session::{BufferBudget, Registry, SessionDeps, SessionStats, Stop};
+pub use settings::Settings;
+use vad::{VadConfig, VadPool};
+
+/// A server whose model is loaded and whose listener is bound.
+pub struct BoundServer {
+    /// The gRPC address actually bound.
+    pub grpc_addr: SocketAddr,
+    listener: TcpListener,
+    settings: Settings,
+    engine: Engine,
+    registry: Registry,
+    deps: Arc<SessionDeps>,
+    metrics: Arc<ServerMetrics>,
+}
+
+impl BoundServer {
+    /// Loads the model and the VAD, then binds the gRPC listener.
+    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let s = &settings.server.server;
+        let workers = settings.model.model.pool_size.max(1);
+        let threads = match settings.model.model.threads {
+            0 => engine::default_threads(workers),
+            n => n,
+        };
+        let engine_cfg = EngineConfig {
+            workers,
+            threads,
+            // The scheduler bounds pending work globally; the engine queues
+            // must hold at least that much so a scheduled job always fits.
+            queue_capacity: s.max_pending_decodes_global.max(1),
+            use_gpu: settings.model.model.device == "cuda",
+            flash_attn: settings.flash_attn(),
+            ..EngineConfig::new(settings.model_path.clone())
+        };
+        let engine = tokio::task::spawn_blocking(move || Engine::start(engine_cfg))
+            .await
+            .context("model loading task failed")??;
+
+        let v = &settings.server.vad;
+        let vad_cfg = VadConfig {
+            model_path: crate::models::store::silero_model(v.model_path.as_deref()),
+            runtime_path: crate::models::store::ort_library(v.onnxruntime_path.as_deref()),
+            pool_size: v.model_pool_size,
+            prewarm: v.model_prewarm,
+            growth_factor: v.model_pool_growth_factor,
+            max_sessions: s.max_sessions,
+        };
+        let vad = tokio::task::spawn_blocking(move || VadPool::new(vad_cfg))
+            .await
+            .context("VAD loading task failed")??;
+
+        let addr = format!("{}:{}", s.host, s.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {addr} (server.port / --port)"))?;
+        let grpc_addr = listener.local_addr()?;
+
+        let scheduler = Scheduler::new(
+            engine.clone(),
+            SchedulerConfig {
+                max_pending_global: s.max_pending_decodes_global,
+                queue_timeout: secs(s.decode_queue_timeout_sec),
+                decode_timeout: (s.decode_timeout_sec > 0.0).then(|| secs(s.decode_timeout_sec)),
+            },
+        );
+        let deps = Arc::new(SessionDeps {
+            scheduler,
+            vad,
+            budget: BufferBudget::new(s.max_total_buffer_bytes),
+            limits: settings.session_limits(),
+            realtime: settings.profile("realtime"),
+            accurate: settings.profile("accurate"),
+            stats: Arc::new(SessionStats::default()),
+        });
+        tracing::info!(
+            grpc = %grpc_addr,
+            model = %settings.model_path.display(),
+            workers,
+            threads,
+            ready_ms = started.elapsed().as_millis() as u64,
+            "server bound"
+        );
+        Ok(Self {
+            grpc_addr,
+            listener,
+            registry: Registry::new(s.max_sessions),
+            engine,
+            deps,
+            metrics: Arc::new(ServerMetrics::default()),
+            settings,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then: stop admitting (health
+    /// NOT_SERVING), let open streams flush their finals for up to
+    /// `server.shutdown_grace_sec`, abort what is left, stop the engine.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let s = &self.settings.server.server;
+        let closing = CancellationToken::new();
+        let stop = Stop {
+            drain: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        };
+        let tracker = TaskTracker::new();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let defaults = self.settings.session_defaults(self.engine.multilingual());
+        let backend = grpc::Backend {
+            registry: self.registry.clone(),
+            deps: self.deps.clone(),
+            defaults,
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+            metrics: self.metrics.clone(),
+            closing: closing.clone(),
+        };
+        let limits = grpc::MessageLimits {
+            max_receive: s.grpc_max_receive_message_bytes,
+            max_send: s.grpc_max_send_message_bytes,
+        };
+
+        // Sessions created but never streamed give their slot back.
+        let reaper = {
+            let registry = self.registry.clone();
+            let idle = secs(s.session_timeout_sec);
+            let closing = closing.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = closing.cancelled() => break,
+                        _ = tick.tick() => {
+                            let n = registry.reap(idle);
+                            if n > 0 {
+                                tracing::info!(sessions = n, "expired sessions that never streamed");
+                            }
+                        }
+                    }
+                }
+            })
+        };
+
+        grpc::set_serving(&reporter).await;
+        let grpc_stop = CancellationToken::new();
+        let mut grpc = tokio::spawn(grpc::serve(
+            self.listener,
+            backend,
+            limits,
+            health,
+            grpc_stop.clone().cancelled_owned(),
+        ));
+        tracing::info!(grpc = %self.grpc_addr, "serving");
+
+        // Either a shutdown request, or the transport died on its own.
+        let died = tokio::select! {
+            () = shutdown => None,
+            res = &mut grpc => Some(res),
+        };
+
+        // 1. No new sessions; health says so.
+        tracing::info!("shutdown: no longer admitting sessions");
+        closing.cancel();
+        grpc::set_not_serving(&reporter).await;
+        // 2. Open streams flush their finals.
+        let grace = secs(s.shutdown_grace_sec);
+        stop.drain.cancel();
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            // 3. Abort what is left.
+            tracing::warn!(
+                grace_sec = grace.as_secs_f64(),
+                "shutdown: aborting sessions still open"
+            );
+            stop.abort.cancel();
+            tracker.wait().await;
+        }
+        grpc_stop.cancel();
+        let grpc_result = match died {
+            Some(res) => res,
+            None => grpc.await,
+        };
+        let failure = match grpc_result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(anyhow::Error::new(e).context("gRPC server failed")),
+            Err(e) => Some(anyhow::Error::new(e).context("gRPC server task failed")),
+        };
+        reaper.abort();
+        // 4. Join the whisper workers.
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.shutdown())
+            .await
+            .ok();
+        tracing::info!("shutdown: complete");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Counters, for the control plane and tests.
+    pub fn metrics(&self) -> Arc<ServerMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Sessions registered now.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+/// `stt serve`: load settings, bind, serve until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(&args)?;
+    settings.init_logging();
+    let server = BoundServer::bind(settings).await?;
+    server.serve(shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}

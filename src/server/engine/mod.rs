@@ -115,3 +115,28 @@ impl DecodeJob {
         )
     }
 }
+
+/// Whisper's code for a language a client named: a code (`de`), a BCP-47
+/// tag (`de-AT` → `de`) or an English name (`german`). `None` when Whisper
+/// does not know it. Safe on any input (whisper-rs panics on NUL bytes, so
+/// only plain letters reach it).
+pub fn normalize_language(input: &str) -> Option<&'static str> {
+    let s = input.trim().to_ascii_lowercase();
+    if s.is_empty()
+        || s.len() > 24
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_' || c == ' ')
+    {
+        return None;
+    }
+    let primary = s.split(['-', '_']).next()?;
+    let id = whisper_rs::get_lang_id(primary)?;
+    whisper_rs::get_lang_str(id)
+}
+
+/// Whisper's English name of a language code (`de` → `german`).
+pub fn language_name(code: &str) -> Option<&'static str> {
+    let code = normalize_language(code)?;
+    whisper_rs::get_lang_id(code).and_then(whisper_rs::get_lang_str_full)
+}

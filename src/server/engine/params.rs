@@ -110,7 +110,12 @@ pub(crate) fn full_params<'a>(
     fp.set_print_timestamps(false);
     let ctx = match p.audio_ctx {
         Some(n) => n,
-        None if prof.audio_ctx > 0 => prof.audio_ctx.max(fit_audio_ctx(samples)),
+        // A positive profile value means "fit the window to the audio, but
+        // never below this"; long audio always gets the full window.
+        None if prof.audio_ctx > 0 => match fit_audio_ctx(samples) {
+            0 => 0,
+            fit => prof.audio_ctx.max(fit),
+        },
         None => 0,
     };
     if ctx > 0 {

@@ -1,0 +1,74 @@
+//! gRPC metadata the original's clients rely on: the `session-id` request
+//! header and the decode-timing trailers sent when a stream ends.
+
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use crate::server::session::DecodeTimings;
+
+/// Request metadata key carrying the session id.
+pub const SESSION_ID: &str = "session-id";
+
+/// Trailer keys, in the original's names.
+pub const BUFFER_WAIT: &str = "stt-decode-buffer-wait-sec";
+pub const QUEUE_WAIT: &str = "stt-decode-queue-wait-sec";
+pub const INFERENCE: &str = "stt-decode-inference-sec";
+pub const EMIT: &str = "stt-decode-response-emit-sec";
+pub const TOTAL: &str = "stt-decode-total-sec";
+pub const COUNT: &str = "stt-decode-count";
+
+/// The session id from request metadata, if present and printable.
+pub fn session_id(md: &MetadataMap) -> Option<String> {
+    md.get(SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Writes the timing totals as trailers (seconds, 6 decimals).
+pub fn add_timings(md: &mut MetadataMap, t: &DecodeTimings) {
+    let secs = [
+        (BUFFER_WAIT, t.buffer_wait),
+        (QUEUE_WAIT, t.queue_wait),
+        (INFERENCE, t.inference),
+        (EMIT, t.emit),
+        (TOTAL, t.total()),
+    ];
+    for (key, d) in secs {
+        if let Ok(v) = MetadataValue::try_from(format!("{:.6}", d.as_secs_f64())) {
+            md.insert(key, v);
+        }
+    }
+    md.insert(COUNT, MetadataValue::from(t.count));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn trailers_carry_every_key() {
+        let mut md = MetadataMap::new();
+        let t = DecodeTimings {
+            buffer_wait: Duration::from_millis(250),
+            queue_wait: Duration::from_millis(5),
+            inference: Duration::from_millis(400),
+            emit: Duration::from_micros(30),
+            count: 3,
+        };
+        add_timings(&mut md, &t);
+        let get = |k: &str| md.get(k).unwrap().to_str().unwrap().to_string();
+        assert_eq!(get(BUFFER_WAIT), "0.250000");
+        assert_eq!(get(TOTAL), "0.655030");
+        assert_eq!(get(COUNT), "3");
+    }
+
+    #[test]
+    fn session_id_from_metadata() {
+        let mut md = MetadataMap::new();
+        assert_eq!(session_id(&md), None);
+        md.insert(SESSION_ID, MetadataValue::from_static(" abc "));
+        assert_eq!(session_id(&md).as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,255 @@
+//! Server settings: the two YAML files, then the command-line flags on top,
+//! then validation of the result (errors name the file and key). Also the
+//! derived values components need (session limits, defaults, profiles).
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::ServeArgs;
+use crate::config::{load_yaml, ConfigError, DecodeProfileConfig, ModelFile, ServerFile};
+use crate::server::engine::Task;
+use crate::server::session::{ChunkLimits, Defaults, Profile, SessionLimits};
+use crate::UsageError;
+
+/// Everything `stt serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerFile,
+    pub model: ModelFile,
+    /// The ggml file of the default model.
+    pub model_path: PathBuf,
+}
+
+/// Reads a YAML file; the default path may be absent (running outside the
+/// checkout means built-in defaults), an explicit one must exist.
+fn load_or_default<T>(path: &Path, default_path: &str) -> Result<T, ConfigError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    if path == Path::new(default_path) && !path.exists() {
+        return Ok(T::default());
+    }
+    load_yaml(path)
+}
+
+impl Settings {
+    /// YAML files, then flags, then validation.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut server: ServerFile = load_or_default(&args.config, "config/server.yaml")?;
+        let mut model: ModelFile = load_or_default(&args.model_config, "config/model.yaml")?;
+        apply_flags(args, &mut server, &mut model)?;
+        server.validate(&args.config)?;
+        model.validate(&args.model_config)?;
+        if model.model.device == "cuda" && !cfg!(feature = "cuda") {
+            return Err(UsageError(
+                "--device cuda needs a build with `--features cuda`; this binary is CPU-only"
+                    .into(),
+            )
+            .into());
+        }
+        let model_path = match &model.model.path {
+            Some(p) => p.clone(),
+            None => crate::models::store::resolve_model(&model.model.name),
+        };
+        Ok(Self {
+            server,
+            model,
+            model_path,
+        })
+    }
+
+    /// Settings with built-in defaults for `model_path` (tests, embedding).
+    pub fn with_model(model_path: PathBuf) -> Self {
+        Self {
+            server: ServerFile::default(),
+            model: ModelFile::default(),
+            model_path,
+        }
+    }
+
+    /// Installs logging as configured.
+    pub fn init_logging(&self) {
+        let l = &self.server.logging;
+        crate::telemetry::init(&l.level, l.faster_whisper_level.as_deref());
+        if let Some(file) = &l.file {
+            tracing::warn!(file = %file.display(), "logging.file is not supported yet; logging to stderr only");
+        }
+    }
+
+    /// `compute_type` → whisper.cpp: only flash attention is a run-time
+    /// choice; precision is the model file's (convert with `stt models import`).
+    pub fn flash_attn(&self) -> bool {
+        self.model.model.device == "cuda"
+    }
+
+    /// A decode profile by name, or the built-in one when the file lacks it.
+    pub fn profile(&self, name: &str) -> DecodeProfileConfig {
+        self.model
+            .decode_profiles
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| match name {
+                "accurate" => DecodeProfileConfig::accurate(),
+                _ => DecodeProfileConfig::realtime(),
+            })
+    }
+
+    /// Per-session limits from `server.yaml`.
+    pub fn session_limits(&self) -> SessionLimits {
+        let s = &self.server.server;
+        let samples = |sec: f64| (sec.max(0.0) * 16_000.0).round() as u64;
+        let by_sec = s.max_buffer_sec.map(samples);
+        // max_buffer_bytes counts the f32 samples the server holds.
+        let by_bytes = s.max_buffer_bytes.map(|b| b / 4);
+        let max_buffer_samples = match (by_sec, by_bytes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        SessionLimits {
+            chunk: ChunkLimits {
+                default_rate: s.sample_rate,
+                max_chunk_ms: s.max_chunk_ms,
+            },
+            session_timeout: std::time::Duration::from_secs_f64(s.session_timeout_sec),
+            max_buffer_samples: max_buffer_samples.map(|m| m.max(16_000)),
+            overlap_samples: samples(s.buffer_overlap_sec),
+            partial_interval_samples: samples(s.partial_decode_interval_sec).max(1),
+            partial_window_samples: samples(s.partial_decode_window_sec).max(16_000),
+            max_pending_per_stream: s.max_pending_decodes_per_stream.max(1),
+            speech_rms_threshold: self.server.safety.speech_rms_threshold as f32,
+        }
+    }
+
+    /// What CreateSession fills in when a client leaves a field unset.
+    pub fn session_defaults(&self, multilingual: bool) -> Defaults {
+        let m = &self.model.model;
+        let language = m
+            .language
+            .as_deref()
+            .filter(|l| !l.is_empty() && *l != "auto")
+            .and_then(crate::server::engine::normalize_language)
+            .map(str::to_string);
+        Defaults {
+            vad_silence: self.server.vad.silence,
+            vad_threshold: self.server.vad.threshold,
+            language,
+            language_fix: m.language_fix,
+            task: Task::parse(&m.task).unwrap_or(Task::Transcribe),
+            profile: Profile::parse(&m.default_decode_profile).unwrap_or(Profile::Realtime),
+            require_api_key: self.server.server.require_api_key,
+            multilingual,
+        }
+    }
+}
+
+fn apply_flags(a: &ServeArgs, f: &mut ServerFile, m: &mut ModelFile) -> anyhow::Result<()> {
+    let s = &mut f.server;
+    if let Some(v) = &a.host {
+        s.host = v.clone();
+    }
+    if let Some(v) = a.port {
+        s.port = v;
+    }
+    if let Some(v) = a.max_sessions {
+        s.max_sessions = v;
+    }
+    if let Some(v) = a.metrics_port {
+        s.metrics_port = v;
+    }
+    if a.log_metrics {
+        s.log_metrics = true;
+    }
+    if let Some(v) = a.decode_timeout {
+        s.decode_timeout_sec = v;
+    }
+    if a.require_api_key {
+        s.require_api_key = true;
+    }
+    if let Some(v) = &a.log_level {
+        f.logging.level = v.clone();
+    }
+    if let Some(v) = &a.log_file {
+        f.logging.file = Some(v.clone());
+    }
+    if let Some(v) = &a.faster_whisper_log_level {
+        f.logging.faster_whisper_level = Some(v.clone());
+    }
+    if let Some(v) = a.vad_silence {
+        f.vad.silence = v;
+    }
+    if let Some(v) = a.vad_threshold {
+        f.vad.threshold = v;
+    }
+    if let Some(v) = a.speech_threshold {
+        f.safety.speech_rms_threshold = v;
+    }
+    let mm = &mut m.model;
+    if let Some(v) = &a.model {
+        // A path to a file, or a name in the models directory.
+        if v.ends_with(".bin") || v.contains('/') {
+            mm.path = Some(PathBuf::from(v));
+        } else {
+            mm.name = v.clone();
+            mm.path = None;
+        }
+    }
+    if let Some(v) = &a.device {
+        mm.device = v.clone();
+    }
+    if let Some(v) = &a.compute_type {
+        mm.compute_type = v.clone();
+    }
+    if let Some(v) = &a.language {
+        mm.language = Some(v.clone());
+    }
+    if let Some(v) = a.model_pool_size {
+        mm.pool_size = v;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("server.yaml");
+        std::fs::write(&server, "server:\n  port: 6000\n  max_sessions: 2\n").unwrap();
+        let args = ServeArgs {
+            config: server,
+            model_config: "config/model.yaml".into(),
+            port: Some(7000),
+            vad_silence: Some(0.8),
+            model: Some("/tmp/x.bin".into()),
+            ..Default::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.server.server.port, 7000);
+        assert_eq!(s.server.server.max_sessions, 2);
+        assert_eq!(s.server.vad.silence, 0.8);
+        assert_eq!(s.model_path, PathBuf::from("/tmp/x.bin"));
+    }
+
+    #[test]
+    fn bad_flag_values_are_config_errors() {
+        let args = ServeArgs {
+            config: "config/server.yaml".into(),
+            model_config: "config/model.yaml".into(),
+            vad_threshold: Some(1.5),
+            ..Default::default()
+        };
+        let err = Settings::load(&args).unwrap_err();
+        assert!(err.to_string().contains("vad.threshold"), "{err}");
+    }
+
+    #[test]
+    fn buffer_caps_take_the_smaller() {
+        let mut s = Settings::with_model("m.bin".into());
+        s.server.server.max_buffer_sec = Some(20.0);
+        s.server.server.max_buffer_bytes = Some(4 * 16_000 * 5);
+        assert_eq!(s.session_limits().max_buffer_samples, Some(80_000));
+        s.server.server.max_buffer_bytes = None;
+        assert_eq!(s.session_limits().max_buffer_samples, Some(320_000));
+    }
+}
