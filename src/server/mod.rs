@@ -208,9 +208,18 @@ impl BoundServer {
             tracker.wait().await;
         }
         grpc_stop.cancel();
+        // Open connections (idle keep-alives included) get a moment to go;
+        // a client that never closes must not hold the process up.
         let grpc_result = match died {
             Some(res) => res,
-            None => grpc.await,
+            None => match tokio::time::timeout(Duration::from_secs(2), &mut grpc).await {
+                Ok(res) => res,
+                Err(_) => {
+                    tracing::info!("shutdown: closing connections still open");
+                    grpc.abort();
+                    Ok(Ok(()))
+                }
+            },
         };
         let failure = match grpc_result {
             Ok(Ok(())) => None,

@@ -6,5 +6,7 @@ mod harness;
 
 mod engine;
 mod models;
+mod server;
+mod streaming;
 mod transcribe;
 mod vad;
