@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::client::{ProfileChoice, TaskChoice, VadModeChoice};
+
 /// Streaming speech-to-text: a gRPC server on whisper.cpp with Silero VAD
 /// endpointing, its clients, a load tester and a dashboard.
 #[derive(Debug, Parser)]
@@ -19,11 +21,11 @@ pub enum Command {
     /// Run the gRPC streaming server and its HTTP control plane.
     Serve(ServeArgs),
     /// Stream a WAV file to a server at real-time pace.
-    File(NotYet),
+    File(FileArgs),
     /// Stream the microphone to a server.
     Mic(NotYet),
     /// Send a whole WAV file as one chunk (accurate profile).
-    Batch(NotYet),
+    Batch(BatchArgs),
     /// Load-test a server.
     Bench(NotYet),
     /// Terminal dashboard of a server's metrics.
@@ -39,6 +41,95 @@ pub enum Command {
 pub struct NotYet {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+/// The session flags every client shares (file, batch, mic, bench). Each one
+/// overrides the same key of the `-c` YAML; unset flags fall back to it, then
+/// to the command's default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SessionArgs {
+    /// Client YAML with defaults (`config/client/file.yaml`); flags win.
+    #[arg(short = 'c', long = "config", value_name = "YAML")]
+    pub config: Option<PathBuf>,
+    /// Server address, host:port or http://host:port [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// continue: one final per utterance, many utterances; auto: end the
+    /// stream after the first utterance [default: continue].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub vad_mode: Option<VadModeChoice>,
+    /// Seconds of trailing silence that end an utterance [default: server's].
+    #[arg(long, value_name = "SEC", allow_negative_numbers = true)]
+    pub vad_silence: Option<f64>,
+    /// VAD speech probability threshold, 0-1; 0 is sent as exactly 0
+    /// [default: server's].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub vad_threshold: Option<f64>,
+    /// Language code (en, ja, …) [default: server's, or auto-detect].
+    #[arg(long, value_name = "CODE")]
+    pub language: Option<String>,
+    /// transcribe, or translate to English [default: server's].
+    #[arg(long, value_enum)]
+    pub task: Option<TaskChoice>,
+    /// realtime (greedy) or accurate (beam search) [default: server's; batch: accurate].
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    pub decode_profile: Option<ProfileChoice>,
+    /// Session attribute, repeatable; overrides the YAML's key of the same name.
+    #[arg(long = "attr", visible_alias = "meta", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub attrs: Vec<(String, String)>,
+    /// Ask the server for a per-session token that every chunk must carry.
+    #[arg(long)]
+    pub require_token: bool,
+    /// Session id [default: generated, e.g. file-<pid>-<millis>].
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+    /// API key, sent as session attribute `api_key`.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+/// Parses `KEY=VALUE` (the value may itself contain `=`).
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+/// `stt file`.
+#[derive(Debug, Clone, Args)]
+pub struct FileArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// WAV file (any rate, mono or stereo, int or float) [default: the YAML's audio_path].
+    pub audio: Option<PathBuf>,
+    /// Milliseconds of audio per chunk [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub chunk_ms: Option<u64>,
+    /// Send as fast as the server takes it instead of at real time.
+    #[arg(long)]
+    pub no_realtime: bool,
+    /// Print client latency per final, RTF and the server's decode timings.
+    #[arg(long)]
+    pub metrics: bool,
+    /// One JSON object per result line (and one for the metrics) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stt batch`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// WAV file [default: the YAML's audio_path].
+    pub audio: Option<PathBuf>,
+    /// Print latency, RTF and the server's decode timings.
+    #[arg(long)]
+    pub metrics: bool,
+    /// One JSON object per result line (and one for the metrics) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `stt serve`. Flags override the YAML files; the YAML overrides the
@@ -194,4 +285,57 @@ pub struct TranscribeArgs {
     /// Repetitions per measurement with --bench.
     #[arg(long, default_value_t = 3)]
     pub bench_runs: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).expect("valid command line")
+    }
+
+    #[test]
+    fn file_flags_parse() {
+        let cli = parse(&[
+            "stt",
+            "file",
+            "a.wav",
+            "-c",
+            "f.yaml",
+            "--server",
+            "h:1",
+            "--vad-mode",
+            "auto",
+            "--vad-threshold",
+            "0",
+            "--attr",
+            "a=b=c",
+            "--meta",
+            "k=v",
+            "--no-realtime",
+            "--chunk-ms",
+            "40",
+            "--require-token",
+            "--json",
+        ]);
+        let Command::File(f) = cli.command else {
+            panic!("not file")
+        };
+        assert_eq!(f.audio.as_deref(), Some(std::path::Path::new("a.wav")));
+        assert_eq!(f.session.vad_mode, Some(VadModeChoice::Auto));
+        assert_eq!(f.session.vad_threshold, Some(0.0));
+        assert_eq!(
+            f.session.attrs,
+            vec![("a".into(), "b=c".into()), ("k".into(), "v".into())]
+        );
+        assert!(f.no_realtime && f.session.require_token && f.json);
+        assert_eq!(f.chunk_ms, Some(40));
+    }
+
+    #[test]
+    fn bad_attr_is_a_usage_error() {
+        let err = Cli::try_parse_from(["stt", "batch", "--attr", "novalue"]).expect_err("bad");
+        assert!(err.to_string().contains("expected KEY=VALUE"), "{err}");
+    }
 }

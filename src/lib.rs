@@ -8,12 +8,15 @@
 //! - [`config`]: the YAML files, their defaults and validation.
 //! - [`server`]: the server's components — [`server::engine`] (whisper.cpp
 //!   worker pool) and [`server::vad`] (Silero VAD and endpointing).
+//! - [`client`]: the gRPC clients (`stt file`, `stt batch`) and the
+//!   library calls behind them ([`client::stream_audio`]).
 //! - [`models`]: model provisioning (`stt models`) and where files live.
 //! - [`transcribe`]: offline transcription (`stt transcribe`).
 //! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
 
 pub mod audio;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod env;
 pub mod error;

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if let Some(hint) = stt::models::hint_for(&err) {
+            let hint = stt::models::hint_for(&err).or_else(|| stt::client::hint_for(&err));
+            if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
             let usage = err
@@ -37,12 +38,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(stt::server::run(args)),
-        Command::File(_) => not_yet("file", "the realtime file client"),
+        Command::File(args) => block_on(stt::client::file::run(args)),
         Command::Mic(_) => not_yet("mic", "the microphone client"),
-        Command::Batch(_) => not_yet("batch", "the batch client"),
+        Command::Batch(args) => block_on(stt::client::batch::run(args)),
         Command::Bench(_) => not_yet("bench", "the load tester"),
         Command::Dashboard(_) => not_yet("dashboard", "the dashboard"),
     }
+}
+
+/// Runs a client on a single-threaded runtime: a client drives one stream,
+/// so more threads would only add start-up cost.
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(fut)
+        .map(|_| ())
 }
 
 fn not_yet(cmd: &str, what: &str) -> anyhow::Result<()> {

@@ -1,8 +1,10 @@
 //! Configuration: the original's YAML files (`config/server.yaml`,
-//! `config/model.yaml`) read into typed sections with every key's default in
-//! one `Default` impl. Unknown keys and bad values are errors that name the
-//! file and the key path, e.g. `config/server.yaml: server.max_chunk_ms: …`.
+//! `config/model.yaml`, and the client defaults under `config/client/`) read
+//! into typed sections with every key's default in one place. Unknown keys and
+//! bad values are errors that name the file and the key path, e.g.
+//! `config/server.yaml: server.max_chunk_ms: …`.
 
+pub mod client;
 pub mod model;
 pub mod server;
 
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+pub use client::ClientFile;
 pub use model::{DecodeProfileConfig, ModelFile, ModelSection};
 pub use server::ServerFile;
 
