@@ -124,6 +124,10 @@ pub struct BatchArgs {
     pub session: SessionArgs,
     /// WAV file [default: the YAML's audio_path].
     pub audio: Option<PathBuf>,
+    /// Largest chunk in milliseconds: keep it within the server's
+    /// `server.max_chunk_ms`; 0 sends the whole file as one chunk.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub max_chunk_ms: u64,
     /// Print latency, RTF and the server's decode timings.
     #[arg(long)]
     pub metrics: bool,

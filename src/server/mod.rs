@@ -194,14 +194,20 @@ impl BoundServer {
         tracing::info!("shutdown: no longer admitting sessions");
         closing.cancel();
         grpc::set_not_serving(&reporter).await;
-        // 2. Open streams flush their finals.
+        // 2. Open streams flush their finals (a zero grace skips this).
         let grace = secs(s.shutdown_grace_sec);
-        stop.drain.cancel();
         tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        let drained = if grace.is_zero() {
+            false
+        } else {
+            stop.drain.cancel();
+            tokio::time::timeout(grace, tracker.wait()).await.is_ok()
+        };
+        if !drained {
             // 3. Abort what is left.
             tracing::warn!(
                 grace_sec = grace.as_secs_f64(),
+                open = self.registry.active(),
                 "shutdown: aborting sessions still open"
             );
             stop.abort.cancel();

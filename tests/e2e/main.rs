@@ -5,6 +5,7 @@
 mod harness;
 
 mod engine;
+mod errors;
 mod models;
 mod server;
 mod streaming;
