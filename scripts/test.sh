@@ -6,6 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export GGML_NO_BACKTRACE=1
+
+# The wire-compatibility test drives the server with a Python client whose
+# stubs grpcio-tools generates from proto/stt.proto — another toolchain, as
+# the original's clients use. It lives in a throwaway venv outside the
+# checkout (nothing is pip-installed system-wide).
+compat_venv="${STT_COMPAT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stt/compat-venv}"
+if ! "$compat_venv/bin/python" -c "import grpc, grpc_tools" 2>/dev/null; then
+  echo "[test] creating $compat_venv (grpcio, grpcio-tools)"
+  python3 -m venv "$compat_venv"
+  "$compat_venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools
+fi
+export STT_COMPAT_PYTHON="$compat_venv/bin/python"
+
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
 echo "[test] cargo clippy"

@@ -96,8 +96,17 @@ async fn err1003_negative_vad_threshold() {
 #[tokio::test]
 async fn err1004_unknown_session() {
     let server = TestServer::start(|_| {});
-    let out = stream(&server, "never-created", vec![chunk(vec![0; 3200], 16_000, true)]).await;
-    assert_status(out.status.as_ref().expect("refused"), "ERR1004", Code::Unauthenticated);
+    let out = stream(
+        &server,
+        "never-created",
+        vec![chunk(vec![0; 3200], 16_000, true)],
+    )
+    .await;
+    assert_status(
+        out.status.as_ref().expect("refused"),
+        "ERR1004",
+        Code::Unauthenticated,
+    );
     // No session id at all, neither in metadata nor in the chunk.
     let mut client = server.client().await;
     let s = client
@@ -125,7 +134,11 @@ async fn err1005_invalid_session_token() {
     let mut c = chunk(vec![0; 3200], 16_000, true);
     c.session_token = "not-the-token".into();
     let out = stream(&server, "tok", vec![c]).await;
-    assert_status(out.status.as_ref().expect("refused"), "ERR1005", Code::PermissionDenied);
+    assert_status(
+        out.status.as_ref().expect("refused"),
+        "ERR1005",
+        Code::PermissionDenied,
+    );
 }
 
 #[tokio::test]
@@ -136,8 +149,13 @@ async fn err1006_session_timeout_without_audio() {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(chunk(vec![0; 3200], 16_000, false)).await.unwrap();
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert("session-id", "idle".parse().unwrap());
-    let mut results = client.streaming_recognize(req).await.expect("stream").into_inner();
+    req.metadata_mut()
+        .insert("session-id", "idle".parse().unwrap());
+    let mut results = client
+        .streaming_recognize(req)
+        .await
+        .expect("stream")
+        .into_inner();
     // Keep the request side open but silent.
     let status = tokio::time::timeout(Duration::from_secs(10), results.message())
         .await
@@ -154,7 +172,11 @@ async fn err1007_oversized_chunk() {
     create_ok(&server, session_request("big")).await;
     // 1.5 s in one chunk.
     let out = stream(&server, "big", vec![chunk(vec![0; 48_000], 16_000, true)]).await;
-    assert_status(out.status.as_ref().expect("refused"), "ERR1007", Code::InvalidArgument);
+    assert_status(
+        out.status.as_ref().expect("refused"),
+        "ERR1007",
+        Code::InvalidArgument,
+    );
 }
 
 #[tokio::test]
@@ -179,7 +201,8 @@ async fn err1009_api_key_required_but_missing() {
     // A client may also demand a key for itself on an open server.
     let open = TestServer::start(|_| {});
     let mut req = session_request("self");
-    req.attributes.insert("api_key_required".into(), "true".into());
+    req.attributes
+        .insert("api_key_required".into(), "true".into());
     let s = create_err(&open, req).await;
     assert_status(&s, "ERR1009", Code::Unauthenticated);
 }
@@ -221,7 +244,14 @@ async fn err1011_malformed_audio_does_not_disturb_other_sessions() {
     let mut client = server.client().await;
     let healthy = tokio::spawn(async move {
         let chunks = audio_chunks(&audio, 100, "healthy", "");
-        stream_raw(&mut client, "healthy", "", chunks, Duration::from_millis(20)).await
+        stream_raw(
+            &mut client,
+            "healthy",
+            "",
+            chunks,
+            Duration::from_millis(20),
+        )
+        .await
     });
     let bad = [
         ("odd", chunk(vec![0; 3201], 16_000, true)),
@@ -233,12 +263,19 @@ async fn err1011_malformed_audio_does_not_disturb_other_sessions() {
     for (id, c) in bad {
         create_ok(&server, session_request(id)).await;
         let out = stream(&server, id, vec![c]).await;
-        let status = out.status.as_ref().unwrap_or_else(|| panic!("{id}: accepted"));
+        let status = out
+            .status
+            .as_ref()
+            .unwrap_or_else(|| panic!("{id}: accepted"));
         assert_status(status, "ERR1011", Code::InvalidArgument);
     }
     let out = healthy.await.unwrap();
     assert!(out.status.is_none(), "{:?}", out.status);
-    crate::harness::assert_words("Please call me back tomorrow afternoon.", &out.final_text(), 0.8);
+    crate::harness::assert_words(
+        "Please call me back tomorrow afternoon.",
+        &out.final_text(),
+        0.8,
+    );
     assert!(eventually(Duration::from_secs(3), || server.registry.active() == 0).await);
 }
 
@@ -247,25 +284,42 @@ async fn err2001_decode_timeout() {
     // A decode of real speech takes far longer than a millisecond.
     let server = TestServer::start(|s| s.server.server.decode_timeout_sec = 0.001);
     create_ok(&server, session_request("slow")).await;
-    let mut audio = speech("err2001", "Good morning everyone, let us begin the meeting.");
+    let mut audio = speech(
+        "err2001",
+        "Good morning everyone, let us begin the meeting.",
+    );
     audio.extend(silence(1.0));
     let out = stream(&server, "slow", audio_chunks(&audio, 200, "slow", "")).await;
-    assert_status(out.status.as_ref().expect("refused"), "ERR2001", Code::Internal);
+    assert_status(
+        out.status.as_ref().expect("refused"),
+        "ERR2001",
+        Code::Internal,
+    );
     // Trailers still come with the failure.
-    assert!(out.trailers.as_ref().is_some_and(|t| t.get("stt-decode-count").is_some()));
+    assert!(out
+        .trailers
+        .as_ref()
+        .is_some_and(|t| t.get("stt-decode-count").is_some()));
 }
 
 #[tokio::test]
 async fn err2004_shutdown_aborts_open_sessions_after_the_grace() {
-    let mut server = Some(TestServer::start(|s| s.server.server.shutdown_grace_sec = 0.0));
+    let mut server = Some(TestServer::start(|s| {
+        s.server.server.shutdown_grace_sec = 0.0
+    }));
     let srv = server.as_ref().unwrap();
     create_ok(srv, session_request("open")).await;
     let mut client = srv.client().await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(chunk(vec![0; 3200], 16_000, false)).await.unwrap();
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert("session-id", "open".parse().unwrap());
-    let mut results = client.streaming_recognize(req).await.expect("stream").into_inner();
+    req.metadata_mut()
+        .insert("session-id", "open".parse().unwrap());
+    let mut results = client
+        .streaming_recognize(req)
+        .await
+        .expect("stream")
+        .into_inner();
     // Shut down from another thread while the stream is open.
     let stopper = std::thread::spawn(move || drop(server.take()));
     let status = tokio::time::timeout(Duration::from_secs(10), results.message())

@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod cli;
+mod compat;
 mod engine;
 mod errors;
 mod models;
