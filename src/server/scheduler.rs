@@ -117,6 +117,19 @@ impl Scheduler {
         }
     }
 
+    /// Schedules a final only if a slot is free now (speculative finals,
+    /// which must never make the session wait).
+    pub fn try_final(
+        &self,
+        audio: Arc<[f32]>,
+        params: DecodeParams,
+        cancel: CancellationToken,
+    ) -> Option<Ticket> {
+        let slot = self.inner.slots.clone().try_acquire_owned().ok()?;
+        self.submit(audio, params, cancel, slot, Priority::Final)
+            .ok()
+    }
+
     /// Schedules a final, waiting up to the queue timeout for a slot.
     pub async fn schedule_final(
         &self,

@@ -61,6 +61,18 @@ struct PartialJob {
     fut: BoxFuture<'static, Result<Transcript, ScheduleError>>,
 }
 
+/// A final decode started while the closing silence is still being
+/// confirmed: if the endpoint lands where expected, its result is the final
+/// and the silence wait overlaps the decode.
+struct Speculative {
+    utterance: u64,
+    start: u64,
+    end: u64,
+    buffer_wait: Duration,
+    cancel: CancellationToken,
+    fut: BoxFuture<'static, Result<Transcript, ScheduleError>>,
+}
+
 struct FinalDone {
     start: u64,
     end: u64,
@@ -90,6 +102,8 @@ pub(super) struct Pipeline {
     next_utterance: u64,
     /// At most one partial decode in flight.
     partial: Option<PartialJob>,
+    /// At most one speculative final in flight.
+    speculative: Option<Speculative>,
     /// Finals in the order their utterances ended; emitted in that order.
     finals: FuturesOrdered<BoxFuture<'static, FinalDone>>,
     /// Auto-End: an utterance ended and its final is pending.
@@ -137,6 +151,7 @@ impl Pipeline {
             utterance: None,
             next_utterance: 0,
             partial: None,
+            speculative: None,
             finals: FuturesOrdered::new(),
             auto_waiting: false,
             auto_done: false,
@@ -286,6 +301,7 @@ impl Pipeline {
             }
         }
         self.cut_long_utterance().await?;
+        self.speculate();
         self.maybe_partial();
         self.trim();
         Ok(())
@@ -337,9 +353,86 @@ impl Pipeline {
         if self.opts.vad_mode == VadMode::AutoEnd {
             self.auto_waiting = true;
         }
-        self.schedule_final(u.start, end).await?;
+        match self.speculative.take() {
+            Some(spec) if spec.utterance == u.id && spec.start == u.start && spec.end == end => {
+                if let Some(p) = self.partial.take() {
+                    p.cancel.cancel();
+                }
+                self.agreement = Agreement::default();
+                let Speculative {
+                    start,
+                    end,
+                    buffer_wait,
+                    fut,
+                    ..
+                } = spec;
+                self.finals.push_back(Box::pin(async move {
+                    FinalDone {
+                        start,
+                        end,
+                        buffer_wait,
+                        result: fut.await,
+                    }
+                }));
+            }
+            other => {
+                if let Some(spec) = other {
+                    spec.cancel.cancel();
+                }
+                self.schedule_final(u.start, end).await?;
+            }
+        }
         self.buffer.discard_before(end);
         Ok(())
+    }
+
+    /// Starts the final's decode as soon as the closing silence has begun
+    /// and the padded end is buffered, instead of after `vad_silence`; the
+    /// result waits until the endpoint is confirmed. Speech resuming (or the
+    /// utterance being cut) withdraws it.
+    fn speculate(&mut self) {
+        let tentative = self.endpointer.tentative_end();
+        let current = self.utterance.as_ref().map(|u| (u.id, u.start));
+        if let Some(spec) = &self.speculative {
+            let still =
+                current == Some((spec.utterance, spec.start)) && tentative == Some(spec.end);
+            if still {
+                return;
+            }
+            if let Some(spec) = self.speculative.take() {
+                spec.cancel.cancel();
+            }
+        }
+        let (Some((id, start)), Some(end)) = (current, tentative) else {
+            return;
+        };
+        if self.auto_waiting
+            || end > self.buffer.end()
+            || self.in_flight() >= self.deps.limits.max_pending_per_stream
+        {
+            return;
+        }
+        let audio = self.buffer.slice(start, end);
+        if audio.is_empty() || !self.loud_enough(&audio) {
+            return;
+        }
+        // The partial in flight would only delay this on a busy worker.
+        if let Some(p) = self.partial.take() {
+            p.cancel.cancel();
+        }
+        let buffer_wait = self.buffer_wait(end);
+        let cancel = self.cancel.child_token();
+        let params = self.params(self.opts.profile);
+        if let Some(ticket) = self.deps.scheduler.try_final(audio, params, cancel.clone()) {
+            self.speculative = Some(Speculative {
+                utterance: id,
+                start,
+                end,
+                buffer_wait,
+                cancel,
+                fut: Box::pin(ticket.wait()),
+            });
+        }
     }
 
     /// `server.max_buffer_sec`/`max_buffer_bytes`: Continue cuts a long
@@ -395,7 +488,9 @@ impl Pipeline {
     }
 
     fn in_flight(&self) -> usize {
-        self.finals.len() + usize::from(self.partial.is_some())
+        self.finals.len()
+            + usize::from(self.partial.is_some())
+            + usize::from(self.speculative.is_some())
     }
 
     fn loud_enough(&self, audio: &[f32]) -> bool {
@@ -413,7 +508,7 @@ impl Pipeline {
     /// Every so much audio while speech is active, a partial of the recent
     /// window, if none is in flight and the server has a free slot.
     fn maybe_partial(&mut self) {
-        if self.partial.is_some() || self.auto_waiting {
+        if self.partial.is_some() || self.speculative.is_some() || self.auto_waiting {
             return;
         }
         let limits = &self.deps.limits;

@@ -30,8 +30,11 @@ impl Agreement {
         let agreed = common_prefix(&self.previous, &words);
         // Commit more only when the new agreement extends what is committed;
         // a hypothesis that disagrees with committed words never un-commits.
+        // Committed words are kept verbatim (a later hypothesis may only
+        // change their punctuation), so the committed string only grows.
         if agreed > self.committed.len() && starts_with(&words, &self.committed) {
-            self.committed = words[..agreed].to_vec();
+            let n = self.committed.len();
+            self.committed.extend_from_slice(&words[n..agreed]);
         }
         let unstable_from = common_prefix(&self.committed, &words);
         let unstable = words[unstable_from..].join(" ");
@@ -121,6 +124,16 @@ mod tests {
         a.partial("Good morning, everyone");
         let s = a.partial("good morning everyone. Let");
         assert_eq!(s.committed, "good morning everyone.");
+    }
+
+    #[test]
+    fn committed_string_is_a_prefix_across_punctuation_changes() {
+        let mut a = Agreement::default();
+        a.partial("Good morning everyone, let");
+        let first = a.partial("Good morning everyone, let us").committed;
+        let next = a.partial("Good morning, everyone. Let us begin").committed;
+        assert!(next.starts_with(&first), "{first:?} → {next:?}");
+        assert_eq!(next, "Good morning everyone, let us");
     }
 
     #[test]

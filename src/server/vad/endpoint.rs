@@ -76,6 +76,15 @@ impl Endpointer {
         self.start
     }
 
+    /// Where the utterance in progress will end if the silence that has
+    /// begun lasts (padded, as `End` would report it); `None` while speech
+    /// continues. Lets a caller start the final's decode before the
+    /// endpoint is confirmed.
+    pub fn tentative_end(&self) -> Option<u64> {
+        self.start?;
+        self.silence_from.map(|from| from + self.cfg.pad_samples)
+    }
+
     /// Samples covered by the frames seen so far.
     pub fn position(&self) -> u64 {
         self.frame * FRAME as u64
@@ -218,6 +227,37 @@ mod tests {
             })
         );
         assert_eq!(ep.flush(), None);
+    }
+
+    #[test]
+    fn tentative_end_matches_the_confirmed_end() {
+        let cfg = EndpointConfig {
+            threshold: 0.5,
+            silence_samples: 10 * FRAME as u64,
+            pad_samples: 2 * FRAME as u64,
+            min_speech_samples: 0,
+        };
+        let mut ep = Endpointer::new(cfg);
+        for _ in 0..5 {
+            ep.push(0.9);
+        }
+        assert_eq!(ep.tentative_end(), None);
+        let mut tentative = None;
+        let mut end = None;
+        for _ in 0..20 {
+            if let Some(SpeechEvent::End { end: e, .. }) = ep.push(0.0) {
+                end = Some(e);
+                break;
+            }
+            tentative = tentative.or(ep.tentative_end());
+        }
+        assert_eq!(tentative, end);
+        // Speech resuming withdraws it.
+        ep.push(0.9);
+        ep.push(0.0);
+        assert!(ep.tentative_end().is_some());
+        ep.push(0.9);
+        assert_eq!(ep.tentative_end(), None);
     }
 
     #[test]
