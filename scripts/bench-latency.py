@@ -65,7 +65,7 @@ def build_stream(texts, tmp, tag):
 
 
 def run_stream(stt, server, path, spans, vad_silence):
-    cmd = [stt, "file", "--server", server, "--json", "--vad-silence", str(vad_silence), path]
+    cmd = [stt, "file", "--server", server, "--json", "--metrics", "--vad-silence", str(vad_silence), path]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:]}
