@@ -30,7 +30,9 @@ fn stt_file_prints_the_final_and_metrics() {
 
 #[test]
 fn stt_file_json_has_partials_and_a_final_at_real_time() {
-    let server = TestServer::start(|s| s.server.server.partial_decode_interval_sec = 1.0);
+    // Frequent partials, so some survive even when parallel tests load the
+    // machine (a partial in flight is cancelled when a final needs the worker).
+    let server = TestServer::start(|s| s.server.server.partial_decode_interval_sec = 0.5);
     let out = run_stt(&[
         "file",
         "--server",
