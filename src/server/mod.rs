@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod grpc;
+pub mod http;
 pub mod metrics;
 pub mod scheduler;
 pub mod session;
@@ -29,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::ServeArgs;
 use engine::{Engine, EngineConfig};
 use metrics::ServerMetrics;
-use scheduler::{Scheduler, SchedulerConfig};
+use scheduler::{DecodeHealth, Scheduler, SchedulerConfig};
 use session::{BufferBudget, Registry, SessionDeps, SessionStats, Stop};
 pub use settings::Settings;
 use vad::{VadConfig, VadPool};
@@ -38,7 +39,11 @@ use vad::{VadConfig, VadPool};
 pub struct BoundServer {
     /// The gRPC address actually bound.
     pub grpc_addr: SocketAddr,
+    /// The HTTP control-plane address actually bound.
+    pub http_addr: SocketAddr,
     listener: TcpListener,
+    http_listener: TcpListener,
+    decode_health: Arc<DecodeHealth>,
     settings: Settings,
     engine: Engine,
     registry: Registry,
@@ -88,6 +93,18 @@ impl BoundServer {
             .await
             .with_context(|| format!("cannot listen for gRPC on {addr} (server.port / --port)"))?;
         let grpc_addr = listener.local_addr()?;
+        let http_bind = format!("{}:{}", s.host, s.metrics_port);
+        let http_listener = TcpListener::bind(&http_bind).await.with_context(|| {
+            format!("cannot listen for HTTP on {http_bind} (server.metrics_port / --metrics-port)")
+        })?;
+        let http_addr = http_listener.local_addr()?;
+        let h = &settings.server.health;
+        let decode_health = Arc::new(DecodeHealth::new(
+            secs(h.window_sec),
+            h.min_events,
+            h.max_timeout_ratio,
+            h.min_success_ratio,
+        ));
 
         let scheduler = Scheduler::new(
             engine.clone(),
@@ -96,6 +113,7 @@ impl BoundServer {
                 queue_timeout: secs(s.decode_queue_timeout_sec),
                 decode_timeout: (s.decode_timeout_sec > 0.0).then(|| secs(s.decode_timeout_sec)),
             },
+            decode_health.clone(),
         );
         let deps = Arc::new(SessionDeps {
             scheduler,
@@ -108,6 +126,7 @@ impl BoundServer {
         });
         tracing::info!(
             grpc = %grpc_addr,
+            http = %http_addr,
             model = %settings.model_path.display(),
             workers,
             threads,
@@ -116,7 +135,10 @@ impl BoundServer {
         );
         Ok(Self {
             grpc_addr,
+            http_addr,
             listener,
+            http_listener,
+            decode_health,
             registry: Registry::new(s.max_sessions),
             engine,
             deps,
@@ -173,7 +195,24 @@ impl BoundServer {
             })
         };
 
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let http_stop = CancellationToken::new();
+        let http = tokio::spawn(http::serve(
+            self.http_listener,
+            http::AppState {
+                metrics: self.metrics.clone(),
+                registry: self.registry.clone(),
+                deps: self.deps.clone(),
+                engine: self.engine.clone(),
+                decode_health: self.decode_health.clone(),
+                serving: serving.clone(),
+                expose_api_keys: self.settings.server.metrics.expose_api_key_sessions,
+            },
+            http_stop.clone().cancelled_owned(),
+        ));
+
         grpc::set_serving(&reporter).await;
+        serving.store(true, std::sync::atomic::Ordering::Release);
         let grpc_stop = CancellationToken::new();
         let mut grpc = tokio::spawn(grpc::serve(
             self.listener,
@@ -182,7 +221,7 @@ impl BoundServer {
             health,
             grpc_stop.clone().cancelled_owned(),
         ));
-        tracing::info!(grpc = %self.grpc_addr, "serving");
+        tracing::info!(grpc = %self.grpc_addr, http = %self.http_addr, "serving");
 
         // Either a shutdown request, or the transport died on its own.
         let died = tokio::select! {
@@ -193,6 +232,7 @@ impl BoundServer {
         // 1. No new sessions; health says so.
         tracing::info!("shutdown: no longer admitting sessions");
         closing.cancel();
+        serving.store(false, std::sync::atomic::Ordering::Release);
         grpc::set_not_serving(&reporter).await;
         // 2. Open streams flush their finals (a zero grace skips this).
         let grace = secs(s.shutdown_grace_sec);
@@ -233,6 +273,10 @@ impl BoundServer {
             Err(e) => Some(anyhow::Error::new(e).context("gRPC server task failed")),
         };
         reaper.abort();
+        http_stop.cancel();
+        if let Ok(Err(e)) = http.await {
+            tracing::error!(error = %e, "HTTP control plane failed");
+        }
         // 4. Join the whisper workers.
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.shutdown())

@@ -5,8 +5,9 @@
 //! slot (then ERR2001). A slot is held until the result is taken, so the
 //! bound covers queued and running work alike.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -38,6 +39,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     partials_dropped: AtomicU64,
     finals_timed_out: AtomicU64,
+    health: Arc<DecodeHealth>,
 }
 
 /// Why a decode produced no transcript.
@@ -58,14 +60,16 @@ pub struct Ticket {
     decode_timeout: Option<Duration>,
     /// When the job entered the engine queue.
     pub scheduled: Instant,
+    health: Arc<DecodeHealth>,
     /// Held until the result is taken: the global bound covers running work.
     _slot: OwnedSemaphorePermit,
 }
 
 impl Scheduler {
-    pub fn new(engine: Engine, cfg: SchedulerConfig) -> Self {
+    pub fn new(engine: Engine, cfg: SchedulerConfig, health: Arc<DecodeHealth>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                health,
                 slots: Arc::new(Semaphore::new(cfg.max_pending_global.max(1))),
                 engine,
                 cfg,
@@ -167,6 +171,7 @@ impl Scheduler {
             rx,
             cancel,
             decode_timeout: self.inner.cfg.decode_timeout,
+            health: self.inner.health.clone(),
             scheduled: Instant::now(),
             _slot: slot,
         })
@@ -182,11 +187,135 @@ impl Ticket {
                 Ok(r) => r,
                 Err(_) => {
                     self.cancel.cancel();
+                    self.health.record(Outcome::Timeout);
                     return Err(ScheduleError::DecodeTimeout(limit));
                 }
             },
             None => self.rx.await,
         };
-        Ok(result.unwrap_or(Err(EngineError::Stopped))?)
+        let result = result.unwrap_or(Err(EngineError::Stopped));
+        match &result {
+            Ok(_) => self.health.record(Outcome::Success),
+            // Cancelling is the caller's choice, not a sign of ill health.
+            Err(EngineError::Cancelled) => {}
+            Err(_) => self.health.record(Outcome::Failure),
+        }
+        Ok(result?)
+    }
+}
+
+/// How one decode ended, for health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Timeout,
+    Failure,
+}
+
+/// Recent decode outcomes judged by the `health.*` ratios of server.yaml.
+#[derive(Debug)]
+pub struct DecodeHealth {
+    window: Duration,
+    min_events: usize,
+    max_timeout_ratio: f64,
+    min_success_ratio: f64,
+    /// Outcomes within the window (older ones are pruned on access).
+    events: Mutex<VecDeque<(Instant, Outcome)>>,
+}
+
+impl DecodeHealth {
+    pub fn new(
+        window: Duration,
+        min_events: usize,
+        max_timeout_ratio: f64,
+        min_success_ratio: f64,
+    ) -> Self {
+        Self {
+            window,
+            min_events,
+            max_timeout_ratio,
+            min_success_ratio,
+            events: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn record(&self, outcome: Outcome) {
+        self.record_at(Instant::now(), outcome);
+    }
+
+    fn record_at(&self, at: Instant, outcome: Outcome) {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        ev.push_back((at, outcome));
+        Self::prune(&mut ev, at, self.window);
+    }
+
+    fn prune(ev: &mut VecDeque<(Instant, Outcome)>, now: Instant, window: Duration) {
+        while ev
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > window)
+        {
+            ev.pop_front();
+        }
+    }
+
+    /// `Ok` when healthy, else why not. Too few events count as healthy.
+    pub fn verdict(&self) -> Result<(), String> {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        Self::prune(&mut ev, Instant::now(), self.window);
+        let n = ev.len();
+        if n < self.min_events.max(1) {
+            return Ok(());
+        }
+        let count = |o| ev.iter().filter(|(_, x)| *x == o).count() as f64;
+        let timeouts = count(Outcome::Timeout) / n as f64;
+        let successes = count(Outcome::Success) / n as f64;
+        if timeouts > self.max_timeout_ratio {
+            return Err(format!(
+                "decode timeouts {:.0}% of the last {n} decodes exceed health.max_timeout_ratio {:.0}%",
+                timeouts * 100.0,
+                self.max_timeout_ratio * 100.0
+            ));
+        }
+        if successes < self.min_success_ratio {
+            return Err(format!(
+                "decode successes {:.0}% of the last {n} decodes are below health.min_success_ratio {:.0}%",
+                successes * 100.0,
+                self.min_success_ratio * 100.0
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_ratios_over_the_window() {
+        let h = DecodeHealth::new(Duration::from_secs(60), 5, 0.5, 0.5);
+        for _ in 0..4 {
+            h.record(Outcome::Timeout);
+        }
+        // Below min_events: not judged.
+        assert!(h.verdict().is_ok());
+        h.record(Outcome::Success);
+        let why = h.verdict().unwrap_err();
+        assert!(why.contains("timeouts"), "{why}");
+        for _ in 0..6 {
+            h.record(Outcome::Success);
+        }
+        assert!(h.verdict().is_ok());
+        for _ in 0..8 {
+            h.record(Outcome::Failure);
+        }
+        assert!(h.verdict().unwrap_err().contains("successes"));
+    }
+
+    #[test]
+    fn old_events_leave_the_window() {
+        let h = DecodeHealth::new(Duration::from_millis(10), 1, 0.5, 0.5);
+        h.record_at(Instant::now() - Duration::from_secs(1), Outcome::Failure);
+        assert!(h.verdict().is_ok());
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod compat;
 mod engine;
 mod errors;
+mod http;
 mod models;
 mod server;
 mod streaming;

@@ -21,6 +21,8 @@ use crate::harness::tiny_en;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP control plane.
+    pub http: SocketAddr,
     pub metrics: Arc<ServerMetrics>,
     pub registry: Registry,
     stop: Option<oneshot::Sender<()>>,
@@ -33,6 +35,7 @@ impl TestServer {
         let mut settings = Settings::with_model(tiny_en());
         settings.server.server.host = "127.0.0.1".into();
         settings.server.server.port = 0;
+        settings.server.server.metrics_port = 0;
         settings.server.server.shutdown_grace_sec = 2.0;
         tweak(&mut settings);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -46,7 +49,12 @@ impl TestServer {
             rt.block_on(async move {
                 let server = BoundServer::bind(settings).await.expect("server binds");
                 ready_tx
-                    .send((server.grpc_addr, server.metrics(), server.registry()))
+                    .send((
+                        server.grpc_addr,
+                        server.http_addr,
+                        server.metrics(),
+                        server.registry(),
+                    ))
                     .ok();
                 server
                     .serve(async {
@@ -56,11 +64,12 @@ impl TestServer {
                     .expect("server runs");
             });
         });
-        let (addr, metrics, registry) = ready_rx
+        let (addr, http, metrics, registry) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server started");
         Self {
             addr,
+            http,
             metrics,
             registry,
             stop: Some(stop_tx),

@@ -1,0 +1,95 @@
+//! The HTTP control plane against a real server.
+
+use std::time::Duration;
+
+use crate::server::*;
+use crate::streaming::{silence, speech};
+
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(url).await.expect("HTTP answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn health_is_ok_when_serving() {
+    let server = TestServer::start(|_| {});
+    let (status, body) = get_json(&format!("http://{}/health", server.http)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn health_reports_failing_decodes_with_reasons() {
+    // Every final times out: the decode health ratios go bad.
+    let server = TestServer::start(|s| {
+        s.server.server.decode_timeout_sec = 0.001;
+        s.server.health.min_events = 1;
+    });
+    let mut client = server.client().await;
+    client
+        .create_session(session_request("slow"))
+        .await
+        .expect("session");
+    let mut audio = speech("http_slow", "Please call me back tomorrow afternoon.");
+    audio.extend(silence(1.0));
+    let out = stream_raw(
+        &mut client,
+        "slow",
+        "",
+        audio_chunks(&audio, 200, "slow", ""),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(out.code().as_deref(), Some("ERR2001"));
+    let (status, body) = get_json(&format!("http://{}/health", server.http)).await;
+    assert_eq!(status, 500, "{body}");
+    let reasons = body["reasons"].to_string();
+    assert!(reasons.contains("timeouts"), "{body}");
+}
+
+#[tokio::test]
+async fn metrics_json_counts_sessions_decodes_and_errors() {
+    let server = TestServer::start(|_| {});
+    let mut client = server.client().await;
+    client
+        .create_session(session_request("m1"))
+        .await
+        .expect("session");
+    let mut audio = speech("http_m1", "I would like to order a large pizza.");
+    audio.extend(silence(1.0));
+    let out = stream_raw(
+        &mut client,
+        "m1",
+        "",
+        audio_chunks(&audio, 200, "m1", ""),
+        Duration::ZERO,
+    )
+    .await;
+    assert!(out.status.is_none(), "{:?}", out.status);
+    // And one refusal.
+    assert!(client.create_session(session_request("")).await.is_err());
+    let url = format!("http://{}/metrics.json", server.http);
+    let mut body = serde_json::Value::Null;
+    // The session's end is counted just after its stream closes.
+    for _ in 0..50 {
+        body = get_json(&url).await.1;
+        if body["sessions_ended_total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["sessions_started_total"], 1, "{body}");
+    assert_eq!(body["sessions_ended_total"], 1, "{body}");
+    assert!(body["decode"]["count"].as_u64().unwrap_or(0) >= 1, "{body}");
+    assert!(
+        body["results"]["finals_total"].as_u64().unwrap_or(0) >= 1,
+        "{body}"
+    );
+    assert!(
+        body["vad"]["utterances_total"].as_u64().unwrap_or(0) >= 1,
+        "{body}"
+    );
+    assert_eq!(body["errors"]["ERR1001"], 1, "{body}");
+    assert_eq!(body["active_sessions"], 0, "{body}");
+}
