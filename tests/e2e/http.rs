@@ -93,3 +93,24 @@ async fn metrics_json_counts_sessions_decodes_and_errors() {
     assert_eq!(body["errors"]["ERR1001"], 1, "{body}");
     assert_eq!(body["active_sessions"], 0, "{body}");
 }
+
+#[tokio::test]
+async fn prometheus_metrics_are_exposed() {
+    let server = TestServer::start(|_| {});
+    let mut client = server.client().await;
+    assert!(client.create_session(session_request("")).await.is_err());
+    let resp = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .expect("HTTP answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.text().await.unwrap();
+    for name in [
+        "stt_active_sessions 0",
+        "stt_sessions_started_total",
+        "stt_decode_inference_seconds_total",
+        "stt_errors_total{code=\"ERR1001\"} 1",
+        "# EOF",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+}

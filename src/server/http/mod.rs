@@ -1,9 +1,10 @@
-//! The HTTP control plane (axum) on its own listener: `GET /health` and
-//! `GET /metrics.json`. Handlers only read shared state, so they answer
+//! The HTTP control plane (axum) on its own listener: `GET /health`,
+//! `GET /metrics` (Prometheus text) and `GET /metrics.json`. Handlers only read shared state, so they answer
 //! promptly even while every decode worker is busy.
 
 mod health;
 mod metrics;
+mod prometheus;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -37,6 +38,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(prometheus::metrics_text))
         .route("/metrics.json", get(metrics::metrics_json))
         .with_state(state)
 }
