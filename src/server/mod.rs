@@ -207,6 +207,7 @@ impl BoundServer {
                 decode_health: self.decode_health.clone(),
                 serving: serving.clone(),
                 expose_api_keys: self.settings.server.metrics.expose_api_key_sessions,
+                system: Arc::new(http::SystemProbe::default()),
             },
             http_stop.clone().cancelled_owned(),
         ));

@@ -114,3 +114,25 @@ async fn prometheus_metrics_are_exposed() {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn system_reports_process_and_host() {
+    let server = TestServer::start(|_| {});
+    let (status, body) = get_json(&format!("http://{}/system", server.http)).await;
+    assert_eq!(status, 200, "{body}");
+    // The test process hosts the server, so it holds the model in memory.
+    assert!(
+        body["process"]["rss_bytes"].as_u64().unwrap_or(0) > 50 << 20,
+        "{body}"
+    );
+    assert!(
+        body["process"]["threads"].as_u64().unwrap_or(0) >= 3,
+        "{body}"
+    );
+    assert!(body["host"]["cpus"].as_u64().unwrap_or(0) >= 1, "{body}");
+    assert!(
+        body["host"]["memory_total_bytes"].as_u64().unwrap_or(0) > 0,
+        "{body}"
+    );
+    assert_eq!(body["gpu"]["enabled"], false, "{body}");
+}

@@ -1,10 +1,13 @@
 //! The HTTP control plane (axum) on its own listener: `GET /health`,
-//! `GET /metrics` (Prometheus text) and `GET /metrics.json`. Handlers only read shared state, so they answer
+//! `GET /metrics` (Prometheus text), `GET /metrics.json` and `GET /system`. Handlers only read shared state, so they answer
 //! promptly even while every decode worker is busy.
 
 mod health;
 mod metrics;
 mod prometheus;
+mod system;
+
+pub use system::SystemProbe;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -32,6 +35,8 @@ pub struct AppState {
     pub serving: Arc<AtomicBool>,
     /// `metrics.expose_api_key_sessions`.
     pub expose_api_keys: bool,
+    /// Host/process probe for `/system` (keeps CPU-usage baselines).
+    pub system: Arc<SystemProbe>,
 }
 
 /// The control-plane routes.
@@ -40,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(prometheus::metrics_text))
         .route("/metrics.json", get(metrics::metrics_json))
+        .route("/system", get(system::system))
         .with_state(state)
 }
 
