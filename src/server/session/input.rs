@@ -96,7 +96,8 @@ pub fn check(
     Ok(Decoded { samples, rate })
 }
 
-fn malformed(e: AudioError) -> SttError {
+/// A client's audio we cannot use: ERR1011.
+pub(super) fn malformed(e: AudioError) -> SttError {
     SttError::new(ErrorCode::Err1011, format!("malformed audio: {e}"))
 }
 

@@ -1,0 +1,366 @@
+//! The decode half of a session: partials of the recent window (at most one
+//! in flight), speculative finals started while the closing silence is being
+//! confirmed, finals queued in utterance order, and turning transcripts into
+//! results. The input half (chunks, VAD, utterances) is in `mod.rs`.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{End, Pipeline, Utterance};
+use crate::audio::pcm::rms;
+use crate::error::{ErrorCode, SttError};
+use crate::server::engine::{self, DecodeParams, EngineError, Transcript};
+use crate::server::scheduler::ScheduleError;
+use crate::server::session::options::{Profile, VadMode};
+use crate::server::session::timing::DecodePhases;
+use crate::server::session::transcript::{Agreement, Split};
+use crate::server::session::{SessionStats, Update};
+
+/// A decode running for the session: a partial of the utterance so far, or
+/// a speculative final (its result becomes the final if the endpoint lands
+/// at `end`, so the silence wait overlaps the decode).
+pub(super) struct InFlight {
+    pub(super) utterance: u64,
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) buffer_wait: Duration,
+    pub(super) cancel: CancellationToken,
+    pub(super) fut: BoxFuture<'static, Result<Transcript, ScheduleError>>,
+}
+
+/// A final's outcome, with what is needed to emit it.
+pub(super) struct FinalDone {
+    start: u64,
+    end: u64,
+    buffer_wait: Duration,
+    result: Result<Transcript, ScheduleError>,
+}
+
+impl Pipeline {
+    /// At an endpoint: if the speculative final covers exactly this
+    /// utterance, it becomes the final (returns true); otherwise it is
+    /// withdrawn and the caller schedules a final.
+    pub(super) fn adopt_speculative(&mut self, u: &Utterance, end: u64) -> bool {
+        let Some(spec) = self.speculative.take() else {
+            return false;
+        };
+        if spec.utterance != u.id || spec.start != u.start || spec.end != end {
+            spec.cancel.cancel();
+            return false;
+        }
+        if let Some(p) = self.partial.take() {
+            p.cancel.cancel();
+        }
+        self.agreement = Agreement::default();
+        let InFlight {
+            start,
+            end,
+            buffer_wait,
+            fut,
+            ..
+        } = spec;
+        self.finals.push_back(Box::pin(async move {
+            FinalDone {
+                start,
+                end,
+                buffer_wait,
+                result: fut.await,
+            }
+        }));
+        true
+    }
+
+    /// Starts the final's decode as soon as the closing silence has begun
+    /// and the padded end is buffered, instead of after `vad_silence`; the
+    /// result waits until the endpoint is confirmed. Speech resuming (or the
+    /// utterance being cut) withdraws it.
+    pub(super) fn speculate(&mut self) {
+        let tentative = self.endpointer.tentative_end();
+        let current = self.utterance.as_ref().map(|u| (u.id, u.start));
+        if let Some(spec) = &self.speculative {
+            let still =
+                current == Some((spec.utterance, spec.start)) && tentative == Some(spec.end);
+            if still {
+                return;
+            }
+            if let Some(spec) = self.speculative.take() {
+                spec.cancel.cancel();
+            }
+        }
+        let (Some((id, start)), Some(end)) = (current, tentative) else {
+            return;
+        };
+        // Start once the padded end is buffered. Waiting for more of the
+        // silence (fewer withdrawn speculations at phrase pauses) measured
+        // worse at every load we tried: 0.74 vs 0.64 s p50 for one stream,
+        // 1.76 vs 1.44-1.63 s p95 for four (scripts/bench-latency.py).
+        if self.auto_waiting
+            || end > self.buffer.end()
+            || self.in_flight() >= self.deps.limits.max_pending_per_stream
+        {
+            return;
+        }
+        let audio = self.buffer.slice(start, end);
+        if audio.is_empty() || !self.loud_enough(&audio) {
+            return;
+        }
+        // The partial in flight would hold the worker the final needs.
+        if let Some(p) = self.partial.take() {
+            p.cancel.cancel();
+        }
+        let buffer_wait = self.buffer_wait(end);
+        let cancel = self.cancel.child_token();
+        let params = self.params(self.opts.profile);
+        if let Some(ticket) = self.deps.scheduler.try_final(audio, params, cancel.clone()) {
+            self.speculative = Some(InFlight {
+                utterance: id,
+                start,
+                end,
+                buffer_wait,
+                cancel,
+                fut: Box::pin(ticket.wait()),
+            });
+        }
+    }
+
+    fn params(&self, profile: Profile) -> DecodeParams {
+        let cfg = match profile {
+            Profile::Realtime => self.deps.realtime.clone(),
+            Profile::Accurate => self.deps.accurate.clone(),
+        };
+        DecodeParams {
+            profile: cfg,
+            language: self.opts.language.clone(),
+            task: self.opts.task,
+            audio_ctx: None,
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.finals.len()
+            + usize::from(self.partial.is_some())
+            + usize::from(self.speculative.is_some())
+    }
+
+    fn loud_enough(&self, audio: &[f32]) -> bool {
+        let gate = self.deps.limits.speech_rms_threshold;
+        gate <= 0.0 || rms(audio) >= gate
+    }
+
+    fn buffer_wait(&self, end: u64) -> Duration {
+        self.buffer
+            .arrival_of(end.saturating_sub(1))
+            .map(|at| at.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Every so much audio while speech is active, a partial of the recent
+    /// window, if none is in flight and the server has a free slot.
+    pub(super) fn maybe_partial(&mut self) {
+        if self.partial.is_some() || self.speculative.is_some() || self.auto_waiting {
+            return;
+        }
+        let limits = &self.deps.limits;
+        let end = self.buffer.end();
+        let Some(u) = self.utterance.as_mut() else {
+            return;
+        };
+        if end - u.last_partial_end < limits.partial_interval_samples {
+            return;
+        }
+        u.last_partial_end = end;
+        let (id, start) = (
+            u.id,
+            u.start
+                .max(end.saturating_sub(limits.partial_window_samples)),
+        );
+        if self.in_flight() >= limits.max_pending_per_stream {
+            self.deps.scheduler.count_dropped_partial();
+            return;
+        }
+        let audio = self.buffer.slice(start, end);
+        if audio.is_empty() || !self.loud_enough(&audio) {
+            return;
+        }
+        let buffer_wait = self.buffer_wait(end);
+        let cancel = self.cancel.child_token();
+        let params = self.params(Profile::Realtime);
+        if let Some(ticket) = self
+            .deps
+            .scheduler
+            .try_partial(audio, params, cancel.clone())
+        {
+            self.partial = Some(InFlight {
+                utterance: id,
+                start,
+                end,
+                buffer_wait,
+                cancel,
+                fut: Box::pin(ticket.wait()),
+            });
+        }
+    }
+
+    pub(super) async fn schedule_final(&mut self, start: u64, end: u64) -> Result<(), End> {
+        // A partial of this utterance is stale now; free its worker.
+        if let Some(p) = self.partial.take() {
+            p.cancel.cancel();
+        }
+        self.agreement = Agreement::default();
+        let audio = self.buffer.slice(start, end);
+        if audio.is_empty() {
+            return Ok(());
+        }
+        if !self.loud_enough(&audio) {
+            SessionStats::add(&self.stats().quiet_utterances, 1);
+            if self.opts.vad_mode == VadMode::AutoEnd {
+                self.auto_waiting = false;
+            }
+            return Ok(());
+        }
+        while self.in_flight() >= self.deps.limits.max_pending_per_stream.max(1) {
+            match self.finals.next().await {
+                Some(done) => self.on_final(done).await?,
+                None => break,
+            }
+        }
+        let buffer_wait = self.buffer_wait(end);
+        let params = self.params(self.opts.profile);
+        let ticket = self
+            .deps
+            .scheduler
+            .schedule_final(audio, params, self.cancel.child_token())
+            .await
+            .map_err(final_error)?;
+        self.finals.push_back(Box::pin(async move {
+            FinalDone {
+                start,
+                end,
+                buffer_wait,
+                result: ticket.wait().await,
+            }
+        }));
+        Ok(())
+    }
+
+    pub(super) async fn on_partial(
+        &mut self,
+        result: Result<Transcript, ScheduleError>,
+    ) -> Result<(), End> {
+        let Some(job) = self.partial.take() else {
+            return Ok(());
+        };
+        let t = match result {
+            Ok(t) => t,
+            Err(ScheduleError::Engine(EngineError::Cancelled)) => return Ok(()),
+            Err(e) => {
+                // A lost partial is not worth ending the stream for; the
+                // final will carry the words.
+                tracing::debug!(error = %e, "partial decode failed");
+                self.deps.scheduler.count_dropped_partial();
+                return Ok(());
+            }
+        };
+        let mut phases = DecodePhases {
+            buffer_wait: job.buffer_wait,
+            queue_wait: t.queue_wait,
+            inference: t.inference,
+            emit: Duration::ZERO,
+        };
+        let current = self
+            .utterance
+            .as_ref()
+            .is_some_and(|u| u.id == job.utterance);
+        let text = t.text();
+        if current && !text.is_empty() {
+            let split = self.agreement.partial(&text);
+            let update = self.update(&t, split, false, job.start, job.end);
+            phases.emit = self.send(update).await?;
+            SessionStats::add(&self.stats().partials_sent, 1);
+        }
+        self.timings.add(phases);
+        Ok(())
+    }
+
+    pub(super) async fn on_final(&mut self, done: FinalDone) -> Result<(), End> {
+        let t = done.result.map_err(final_error)?;
+        let mut phases = DecodePhases {
+            buffer_wait: done.buffer_wait,
+            queue_wait: t.queue_wait,
+            inference: t.inference,
+            emit: Duration::ZERO,
+        };
+        let text = t.text();
+        if text.is_empty() {
+            // Whisper heard no words (noise, a cough): nothing to send, and
+            // Auto-End keeps listening for real speech.
+            self.auto_waiting = false;
+        } else {
+            let split = Agreement::default().finish(&text);
+            let update = self.update(&t, split, true, done.start, done.end);
+            phases.emit = self.send(update).await?;
+            SessionStats::add(&self.stats().finals_sent, 1);
+            if self.opts.vad_mode == VadMode::AutoEnd {
+                self.auto_done = true;
+            }
+        }
+        self.timings.add(phases);
+        Ok(())
+    }
+
+    fn update(&self, t: &Transcript, split: Split, is_final: bool, start: u64, end: u64) -> Update {
+        Update {
+            text: split.text,
+            is_final,
+            start_sec: start as f64 / 16_000.0,
+            end_sec: end as f64 / 16_000.0,
+            language: engine::language_name(&t.language)
+                .unwrap_or_default()
+                .to_string(),
+            language_code: t.language.clone(),
+            probability: f64::from(t.language_probability),
+            committed_text: split.committed,
+            unstable_text: split.unstable,
+        }
+    }
+
+    /// Hands a result to the transport; returns how long that took.
+    async fn send(&mut self, update: Update) -> Result<Duration, End> {
+        let started = Instant::now();
+        self.updates
+            .send(update)
+            .await
+            .map_err(|_| End::ClientGone)?;
+        Ok(started.elapsed())
+    }
+}
+
+/// Resolves with the decode's result; pending forever when there is none
+/// (so a `select!` branch on it simply never fires).
+pub(super) async fn poll_in_flight(
+    job: &mut Option<InFlight>,
+) -> Result<Transcript, ScheduleError> {
+    match job {
+        Some(j) => (&mut j.fut).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The code a client sees when its final cannot be produced.
+fn final_error(e: ScheduleError) -> SttError {
+    let code = match &e {
+        ScheduleError::QueueTimeout(..) | ScheduleError::DecodeTimeout(_) => ErrorCode::Err2001,
+        ScheduleError::Engine(EngineError::Language { .. }) => ErrorCode::Err1010,
+        ScheduleError::Engine(EngineError::Stopped | EngineError::Cancelled) => ErrorCode::Err2004,
+        ScheduleError::Engine(_) => ErrorCode::Err2002,
+    };
+    let message = match code {
+        ErrorCode::Err2001 => format!("decode timed out: {e}"),
+        ErrorCode::Err2004 => "the decode engine is stopping".to_string(),
+        _ => format!("decode failed: {e}"),
+    };
+    SttError::new(code, message).with_source(e)
+}

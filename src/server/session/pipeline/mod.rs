@@ -1,0 +1,373 @@
+//! The session task's state machine. One `Pipeline` per stream, owned by one
+//! task: it reads chunks, runs the VAD, tracks the utterance in progress,
+//! schedules decodes (at most one partial in flight; finals queue in order)
+//! and emits results.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::buffer::AudioBuffer;
+use super::input::{self, Chunk};
+use super::options::{SessionOptions, VadMode};
+use super::timing::DecodeTimings;
+use super::transcript::Agreement;
+use super::{Claim, Disconnected, SessionDeps, SessionReport, SessionStats, Stop, Update};
+use crate::audio::resample::StreamResampler;
+use crate::error::{ErrorCode, SttError};
+use crate::server::vad::{EndpointConfig, Endpointer, SpeechEvent, VadStream};
+
+mod decode;
+
+use decode::{poll_in_flight, FinalDone, InFlight};
+
+/// Audio kept before the current position while nobody speaks, so a
+/// padded utterance start still finds its samples.
+const PREROLL: u64 = 16_000;
+
+/// Why the loop stopped early.
+enum End {
+    ClientGone,
+    Error(SttError),
+}
+
+impl From<SttError> for End {
+    fn from(e: SttError) -> Self {
+        Self::Error(e)
+    }
+}
+
+/// The utterance in progress.
+struct Utterance {
+    id: u64,
+    /// Session sample where the audio to decode starts (moves when a long
+    /// utterance is cut).
+    start: u64,
+    /// Buffer end when the last partial was considered.
+    last_partial_end: u64,
+}
+
+pub(super) struct Pipeline {
+    deps: Arc<SessionDeps>,
+    opts: Arc<SessionOptions>,
+    token: Option<String>,
+    /// Keeps the session registered (and its admission permit) until drop.
+    _claim: Claim,
+    /// Bounded by the transport; a closed channel means the client is gone.
+    updates: mpsc::Sender<Update>,
+    stop: Stop,
+    /// Cancels this session's decodes; a child of the server's abort token.
+    cancel: CancellationToken,
+    /// Lent by the VAD pool for the session's life (moved into the blocking
+    /// pool while it scores a chunk).
+    vad: Option<VadStream>,
+    endpointer: Endpointer,
+    resampler: Option<StreamResampler>,
+    buffer: AudioBuffer,
+    agreement: Agreement,
+    utterance: Option<Utterance>,
+    next_utterance: u64,
+    /// At most one partial decode in flight.
+    partial: Option<InFlight>,
+    /// At most one speculative final in flight.
+    speculative: Option<InFlight>,
+    /// Finals in the order their utterances ended; emitted in that order.
+    finals: FuturesOrdered<BoxFuture<'static, FinalDone>>,
+    /// Auto-End: an utterance ended and its final is pending.
+    auto_waiting: bool,
+    /// Auto-End: the final was sent; the stream completes.
+    auto_done: bool,
+    timings: DecodeTimings,
+}
+
+impl Pipeline {
+    pub(super) async fn start(
+        deps: Arc<SessionDeps>,
+        claim: Claim,
+        updates: mpsc::Sender<Update>,
+        stop: Stop,
+    ) -> Result<Self, SttError> {
+        // Growing the pool loads a model (tens of ms): keep it off the runtime.
+        let pool = deps.vad.clone();
+        let vad = tokio::task::spawn_blocking(move || pool.acquire())
+            .await
+            .map_err(|e| SttError::new(ErrorCode::Err3002, "VAD start failed").with_source(e))?
+            .map_err(|e| match e {
+                crate::server::vad::VadError::Exhausted { .. } => {
+                    SttError::new(ErrorCode::Err1008, e.to_string())
+                }
+                other => SttError::new(ErrorCode::Err2003, "voice activity detector unavailable")
+                    .with_source(other),
+            })?;
+        let opts = claim.options.clone();
+        let token = claim.token.clone();
+        let endpointer = Endpointer::new(EndpointConfig::new(opts.vad_threshold, opts.vad_silence));
+        Ok(Self {
+            buffer: AudioBuffer::new(deps.budget.clone()),
+            cancel: stop.abort.child_token(),
+            deps,
+            opts,
+            token,
+            _claim: claim,
+            updates,
+            stop,
+            vad: Some(vad),
+            endpointer,
+            resampler: None,
+            agreement: Agreement::default(),
+            utterance: None,
+            next_utterance: 0,
+            partial: None,
+            speculative: None,
+            finals: FuturesOrdered::new(),
+            auto_waiting: false,
+            auto_done: false,
+            timings: DecodeTimings::default(),
+        })
+    }
+
+    pub(super) async fn run<S>(mut self, mut inbound: S) -> SessionReport
+    where
+        S: futures_util::Stream<Item = Result<Chunk, Disconnected>> + Unpin,
+    {
+        let end = self.drive(&mut inbound).await;
+        self.cancel.cancel();
+        if self.utterance.take().is_some() {
+            self.stats()
+                .active_utterances
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let (outcome, client_gone) = match end {
+            Ok(()) => (Ok(()), false),
+            Err(End::ClientGone) => (Ok(()), true),
+            Err(End::Error(e)) => (Err(e), false),
+        };
+        SessionReport {
+            timings: self.timings,
+            outcome,
+            client_gone,
+        }
+    }
+
+    fn stats(&self) -> &SessionStats {
+        &self.deps.stats
+    }
+
+    async fn drive<S>(&mut self, inbound: &mut S) -> Result<(), End>
+    where
+        S: futures_util::Stream<Item = Result<Chunk, Disconnected>> + Unpin,
+    {
+        let idle = self.deps.limits.session_timeout;
+        let mut deadline = tokio::time::Instant::now() + idle;
+        let mut input_open = true;
+        loop {
+            let decoding = self.partial.is_some() || !self.finals.is_empty();
+            if self.auto_done || (!input_open && !decoding) {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.abort.cancelled() => {
+                    return Err(SttError::new(ErrorCode::Err2004, "server is shutting down").into());
+                }
+                _ = self.updates.closed() => return Err(End::ClientGone),
+                Some(done) = self.finals.next(), if !self.finals.is_empty() => {
+                    self.on_final(done).await?;
+                }
+                result = poll_in_flight(&mut self.partial), if self.partial.is_some() => {
+                    self.on_partial(result).await?;
+                }
+                _ = self.stop.drain.cancelled(), if input_open => {
+                    input_open = false;
+                    self.end_of_input().await?;
+                }
+                msg = tokio::time::timeout_at(deadline, inbound.next()), if input_open => match msg {
+                    Err(_) => {
+                        return Err(SttError::new(
+                            ErrorCode::Err1006,
+                            format!("session timed out: no audio for {} s (server.session_timeout_sec)", idle.as_secs_f64()),
+                        )
+                        .into());
+                    }
+                    Ok(None) => {
+                        input_open = false;
+                        self.end_of_input().await?;
+                    }
+                    Ok(Some(Err(Disconnected))) => return Err(End::ClientGone),
+                    Ok(Some(Ok(chunk))) => {
+                        if !chunk.pcm16.is_empty() {
+                            deadline = tokio::time::Instant::now() + idle;
+                        }
+                        let last = chunk.is_final;
+                        self.on_chunk(chunk).await?;
+                        if last {
+                            input_open = false;
+                            self.end_of_input().await?;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    // === input ===
+
+    async fn on_chunk(&mut self, chunk: Chunk) -> Result<(), End> {
+        let decoded = input::check(
+            &chunk,
+            &self.opts.id,
+            self.token.as_deref(),
+            self.deps.limits.chunk,
+        )?;
+        if decoded.samples.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(decoded.samples.len());
+        if self.resampler.as_ref().map(StreamResampler::rate) != Some(decoded.rate) {
+            // A rate change mid-stream: flush the old rate's tail first.
+            if let Some(mut old) = self.resampler.take() {
+                old.finish(&mut out).map_err(input::malformed)?;
+            }
+            self.resampler = Some(StreamResampler::new(decoded.rate).map_err(input::malformed)?);
+        }
+        if let Some(r) = self.resampler.as_mut() {
+            r.push(&decoded.samples, &mut out)
+                .map_err(input::malformed)?;
+        }
+        self.ingest(out).await
+    }
+
+    /// Buffers 16 kHz samples, scores them and acts on speech events.
+    async fn ingest(&mut self, samples: Vec<f32>) -> Result<(), End> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        SessionStats::add(&self.stats().audio_samples, samples.len() as u64);
+        self.buffer
+            .push(&samples, Instant::now())
+            .map_err(|e| SttError::new(ErrorCode::Err1008, e.to_string()))?;
+        let mut vad = self
+            .vad
+            .take()
+            .ok_or_else(|| SttError::new(ErrorCode::Err3002, "voice activity detector lost"))?;
+        // Silero costs ~0.25 ms per 32 ms frame; a large chunk would hold a
+        // runtime thread for long, so scoring runs on the blocking pool.
+        let (vad, probs) = tokio::task::spawn_blocking(move || {
+            let mut probs = Vec::with_capacity(samples.len() / 512 + 1);
+            let r = vad.push(&samples, &mut probs);
+            (vad, r.map(|()| probs))
+        })
+        .await
+        .map_err(|e| SttError::new(ErrorCode::Err3002, "VAD task failed").with_source(e))?;
+        self.vad = Some(vad);
+        let probs = probs.map_err(|e| {
+            SttError::new(ErrorCode::Err3002, "voice activity detection failed").with_source(e)
+        })?;
+        for p in probs {
+            if let Some(event) = self.endpointer.push(p) {
+                self.on_speech(event).await?;
+            }
+        }
+        self.cut_long_utterance().await?;
+        self.speculate();
+        self.maybe_partial();
+        self.trim();
+        Ok(())
+    }
+
+    /// The client is done sending (is_final, closed its side, or the server
+    /// drains): the utterance in progress becomes a final.
+    async fn end_of_input(&mut self) -> Result<(), End> {
+        if let Some(mut r) = self.resampler.take() {
+            let mut tail = Vec::new();
+            r.finish(&mut tail).map_err(input::malformed)?;
+            self.ingest(tail).await?;
+        }
+        if self.endpointer.flush().is_some() {
+            // The speaker may still have been talking: decode to the last
+            // sample, not just the last scored frame.
+            self.end_utterance(self.buffer.end()).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_speech(&mut self, event: SpeechEvent) -> Result<(), End> {
+        match event {
+            SpeechEvent::Start(start) => {
+                if self.auto_waiting || self.auto_done {
+                    return Ok(());
+                }
+                self.next_utterance += 1;
+                self.utterance = Some(Utterance {
+                    id: self.next_utterance,
+                    start,
+                    last_partial_end: start,
+                });
+                SessionStats::add(&self.stats().utterances, 1);
+                SessionStats::add(&self.stats().active_utterances, 1);
+            }
+            SpeechEvent::End { end, .. } => self.end_utterance(end).await?,
+        }
+        Ok(())
+    }
+
+    async fn end_utterance(&mut self, end: u64) -> Result<(), End> {
+        let Some(u) = self.utterance.take() else {
+            return Ok(());
+        };
+        self.stats()
+            .active_utterances
+            .fetch_sub(1, Ordering::Relaxed);
+        if self.opts.vad_mode == VadMode::AutoEnd {
+            self.auto_waiting = true;
+        }
+        if !self.adopt_speculative(&u, end) {
+            self.schedule_final(u.start, end).await?;
+        }
+        self.buffer.discard_before(end);
+        Ok(())
+    }
+
+    /// `server.max_buffer_sec`/`max_buffer_bytes`: Continue cuts a long
+    /// utterance into a final and goes on with `buffer_overlap_sec` of its
+    /// tail; Auto-End keeps only the most recent window.
+    async fn cut_long_utterance(&mut self) -> Result<(), End> {
+        let Some(max) = self.deps.limits.max_buffer_samples else {
+            return Ok(());
+        };
+        let end = self.buffer.end();
+        let Some(start) = self.utterance.as_ref().map(|u| u.start) else {
+            return Ok(());
+        };
+        if end - start <= max {
+            return Ok(());
+        }
+        let new_start = match self.opts.vad_mode {
+            VadMode::Continue => {
+                self.schedule_final(start, end).await?;
+                end.saturating_sub(self.deps.limits.overlap_samples)
+            }
+            VadMode::AutoEnd => end - max,
+        };
+        if let Some(u) = self.utterance.as_mut() {
+            u.start = new_start;
+            u.last_partial_end = u.last_partial_end.max(new_start);
+        }
+        Ok(())
+    }
+
+    /// Keeps the buffer to the utterance in progress, or a short pre-roll.
+    fn trim(&mut self) {
+        let keep_from = match &self.utterance {
+            Some(u) => u.start,
+            None => self.endpointer.position().saturating_sub(PREROLL),
+        };
+        self.buffer.discard_before(keep_from);
+    }
+}
