@@ -17,7 +17,7 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:50051";
 /// The port assumed when an address names only a host.
 pub const DEFAULT_PORT: u16 = 50051;
 /// gRPC metadata key the original's clients put on `StreamingRecognize`.
-pub const SESSION_ID_METADATA: &str = "session-id";
+pub use crate::server::grpc::metadata::SESSION_ID as SESSION_ID_METADATA;
 /// Session attribute that carries an API key.
 pub const API_KEY_ATTRIBUTE: &str = "api_key";
 

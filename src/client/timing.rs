@@ -7,18 +7,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tonic::metadata::MetadataMap;
 
-/// Trailer: seconds audio waited in the buffer before its decode was scheduled.
-pub const TRAILER_BUFFER_WAIT: &str = "stt-decode-buffer-wait-sec";
-/// Trailer: seconds decodes waited for a model worker.
-pub const TRAILER_QUEUE_WAIT: &str = "stt-decode-queue-wait-sec";
-/// Trailer: seconds of model execution.
-pub const TRAILER_INFERENCE: &str = "stt-decode-inference-sec";
-/// Trailer: seconds spent handing results back to the stream.
-pub const TRAILER_RESPONSE_EMIT: &str = "stt-decode-response-emit-sec";
-/// Trailer: the sum of the four phases.
-pub const TRAILER_TOTAL: &str = "stt-decode-total-sec";
-/// Trailer: number of decodes the totals cover.
-pub const TRAILER_COUNT: &str = "stt-decode-count";
+// The trailer names are the wire contract's; the server writes them from
+// the same constants.
+pub use crate::server::grpc::metadata::{
+    BUFFER_WAIT as TRAILER_BUFFER_WAIT, COUNT as TRAILER_COUNT, EMIT as TRAILER_RESPONSE_EMIT,
+    INFERENCE as TRAILER_INFERENCE, QUEUE_WAIT as TRAILER_QUEUE_WAIT, TOTAL as TRAILER_TOTAL,
+};
 
 /// The server's decode-timing totals for one stream, from its trailing
 /// metadata. A field is `None` when the server did not send it (or sent
