@@ -21,25 +21,6 @@ fn assert_status(status: &tonic::Status, code: &str, grpc: Code) {
     assert_eq!(status.code(), grpc, "{}", status.message());
 }
 
-async fn create_err(server: &TestServer, req: pb::SessionRequest) -> tonic::Status {
-    server
-        .client()
-        .await
-        .create_session(req)
-        .await
-        .expect_err("CreateSession should be refused")
-}
-
-async fn create_ok(server: &TestServer, req: pb::SessionRequest) -> pb::SessionResponse {
-    server
-        .client()
-        .await
-        .create_session(req)
-        .await
-        .expect("CreateSession")
-        .into_inner()
-}
-
 fn chunk(pcm16: Vec<u8>, rate: i32, is_final: bool) -> pb::AudioChunk {
     pb::AudioChunk {
         pcm16,

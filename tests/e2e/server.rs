@@ -101,6 +101,27 @@ impl Drop for TestServer {
     }
 }
 
+/// CreateSession that must succeed.
+pub async fn create_ok(server: &TestServer, req: pb::SessionRequest) -> pb::SessionResponse {
+    server
+        .client()
+        .await
+        .create_session(req)
+        .await
+        .expect("CreateSession")
+        .into_inner()
+}
+
+/// CreateSession that must be refused.
+pub async fn create_err(server: &TestServer, req: pb::SessionRequest) -> tonic::Status {
+    server
+        .client()
+        .await
+        .create_session(req)
+        .await
+        .expect_err("CreateSession should be refused")
+}
+
 /// Polls `cond` until it holds or `within` passes.
 pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;

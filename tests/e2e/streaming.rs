@@ -25,23 +25,13 @@ const MEETING: &str = "Good morning everyone, let us begin the meeting.";
 const SUPPORT: &str = "Thank you for calling customer support.";
 const DEADLINE: &str = "The project deadline is next Friday.";
 
-async fn create(server: &TestServer, req: pb::SessionRequest) -> pb::SessionResponse {
-    server
-        .client()
-        .await
-        .create_session(req)
-        .await
-        .expect("CreateSession")
-        .into_inner()
-}
-
 #[tokio::test]
 async fn single_utterance_auto_end_gives_one_final_and_completes() {
     let server = TestServer::start(|_| {});
     let mut audio = silence(0.5);
     audio.extend(speech("auto_call", CALL));
     audio.extend(silence(2.0));
-    let resp = create(
+    let resp = create_ok(
         &server,
         pb::SessionRequest {
             vad_mode: pb::VadMode::VadAutoEnd as i32,
@@ -75,7 +65,7 @@ async fn three_utterances_continue_give_three_ordered_finals() {
         audio.extend(speech(&format!("three_{i}"), t));
         audio.extend(silence(1.0));
     }
-    create(&server, session_request("three")).await;
+    create_ok(&server, session_request("three")).await;
     let mut client = server.client().await;
     let chunks = audio_chunks(&audio, 200, "three", "");
     let out = stream_raw(&mut client, "three", "", chunks, Duration::ZERO).await;
@@ -122,7 +112,7 @@ async fn long_utterance_yields_partials_with_growing_committed_text() {
     let mut audio = speech("long", &text);
     assert!(audio.len() > 6 * 16_000, "need ≥ 6 s of speech");
     audio.extend(silence(1.5));
-    create(&server, session_request("long")).await;
+    create_ok(&server, session_request("long")).await;
     let mut client = server.client().await;
     let chunks = audio_chunks(&audio, 100, "long", "");
     let out = stream_raw(&mut client, "long", "", chunks, Duration::from_millis(100)).await;
@@ -165,7 +155,7 @@ async fn is_final_mid_speech_flushes_a_final() {
     let full = speech("flush", MEETING);
     // Stop at ~60 % of the sentence, still inside speech.
     let cut = &full[..full.len() * 6 / 10];
-    create(&server, session_request("flush")).await;
+    create_ok(&server, session_request("flush")).await;
     let mut client = server.client().await;
     let chunks = audio_chunks(cut, 100, "flush", "");
     let out = stream_raw(&mut client, "flush", "", chunks, Duration::ZERO).await;
@@ -183,7 +173,7 @@ async fn four_concurrent_sessions_each_get_their_own_words() {
         let id = format!("conc-{i}");
         let mut audio = speech(&format!("conc_{i}"), t);
         audio.extend(silence(1.0));
-        create(&server, session_request(&id)).await;
+        create_ok(&server, session_request(&id)).await;
         let mut client = server.client().await;
         tasks.push(tokio::spawn(async move {
             let chunks = audio_chunks(&audio, 100, &id, "");
@@ -200,7 +190,7 @@ async fn four_concurrent_sessions_each_get_their_own_words() {
 #[tokio::test]
 async fn client_disconnect_frees_the_session_and_the_next_one_works() {
     let server = TestServer::start(|s| s.server.server.max_sessions = 1);
-    create(&server, session_request("gone")).await;
+    create_ok(&server, session_request("gone")).await;
     let mut client = server.client().await;
     let audio = speech("gone", MEETING);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -240,7 +230,7 @@ async fn client_disconnect_frees_the_session_and_the_next_one_works() {
         server.registry.active()
     );
     // The one slot is free again.
-    create(&server, session_request("next")).await;
+    create_ok(&server, session_request("next")).await;
     let mut client = server.client().await;
     let mut audio = speech("next", CALL);
     audio.extend(silence(1.0));
@@ -259,7 +249,7 @@ async fn client_disconnect_frees_the_session_and_the_next_one_works() {
 #[tokio::test]
 async fn session_id_in_the_first_chunk_works_without_metadata() {
     let server = TestServer::start(|_| {});
-    create(&server, session_request("nometa")).await;
+    create_ok(&server, session_request("nometa")).await;
     let mut client = server.client().await;
     let mut audio = speech("nometa", PIZZA);
     audio.extend(silence(1.0));
@@ -282,7 +272,7 @@ async fn session_id_in_the_first_chunk_works_without_metadata() {
 #[tokio::test]
 async fn resampled_and_tokened_stream_works() {
     let server = TestServer::start(|_| {});
-    let resp = create(
+    let resp = create_ok(
         &server,
         pb::SessionRequest {
             require_token: true,
