@@ -52,11 +52,15 @@ pub enum ErrorCode {
     Err4004,
     /// `model_path` not allowed.
     Err4005,
+    /// Malformed control-plane request (bad JSON, unknown field). (Ours.)
+    Err4006,
+    /// No such control-plane endpoint. (Ours.)
+    Err4007,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::Err1001,
         Self::Err1002,
         Self::Err1003,
@@ -79,6 +83,8 @@ impl ErrorCode {
         Self::Err4003,
         Self::Err4004,
         Self::Err4005,
+        Self::Err4006,
+        Self::Err4007,
     ];
 
     /// The code as clients see it, e.g. `"ERR1007"`.
@@ -106,6 +112,8 @@ impl ErrorCode {
             Self::Err4003 => "ERR4003",
             Self::Err4004 => "ERR4004",
             Self::Err4005 => "ERR4005",
+            Self::Err4006 => "ERR4006",
+            Self::Err4007 => "ERR4007",
         }
     }
 
@@ -130,6 +138,8 @@ impl ErrorCode {
             Self::Err4003 => Code::NotFound,
             Self::Err4004 => Code::Unauthenticated,
             Self::Err4005 => Code::PermissionDenied,
+            Self::Err4006 => Code::InvalidArgument,
+            Self::Err4007 => Code::NotFound,
         }
     }
 
@@ -141,6 +151,8 @@ impl ErrorCode {
             Self::Err4003 => 400,
             Self::Err4004 => 401,
             Self::Err4005 => 403,
+            Self::Err4006 => 400,
+            Self::Err4007 => 404,
             Self::Err1004 | Self::Err1009 => 401,
             Self::Err1005 => 403,
             Self::Err1002 => 409,

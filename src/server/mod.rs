@@ -12,7 +12,9 @@ pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod model_registry;
 pub mod scheduler;
+pub mod secret;
 pub mod session;
 pub mod settings;
 pub mod vad;
@@ -28,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::ServeArgs;
-use engine::{Engine, EngineConfig};
+use engine::EngineConfig;
 use metrics::ServerMetrics;
+use model_registry::ModelRegistry;
 use scheduler::{DecodeHealth, Scheduler, SchedulerConfig};
 use session::{BufferBudget, Registry, SessionDeps, SessionStats, Stop};
 pub use settings::Settings;
@@ -45,7 +48,7 @@ pub struct BoundServer {
     http_listener: TcpListener,
     decode_health: Arc<DecodeHealth>,
     settings: Settings,
-    engine: Engine,
+    models: ModelRegistry,
     registry: Registry,
     deps: Arc<SessionDeps>,
     metrics: Arc<ServerMetrics>,
@@ -71,9 +74,11 @@ impl BoundServer {
             flash_attn: settings.flash_attn(),
             ..EngineConfig::new(settings.model_path.clone())
         };
-        let engine = tokio::task::spawn_blocking(move || Engine::start(engine_cfg))
-            .await
-            .context("model loading task failed")??;
+        let default_id = crate::models::store::model_id(&settings.model_path);
+        let models =
+            tokio::task::spawn_blocking(move || ModelRegistry::start(default_id, engine_cfg))
+                .await
+                .context("model loading task failed")??;
 
         let v = &settings.server.vad;
         let vad_cfg = VadConfig {
@@ -107,7 +112,6 @@ impl BoundServer {
         ));
 
         let scheduler = Scheduler::new(
-            engine.clone(),
             SchedulerConfig {
                 max_pending_global: s.max_pending_decodes_global,
                 queue_timeout: secs(s.decode_queue_timeout_sec),
@@ -140,7 +144,7 @@ impl BoundServer {
             http_listener,
             decode_health,
             registry: Registry::new(s.max_sessions),
-            engine,
+            models,
             deps,
             metrics: Arc::new(ServerMetrics::default()),
             settings,
@@ -159,9 +163,10 @@ impl BoundServer {
         };
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
-        let defaults = self.settings.session_defaults(self.engine.multilingual());
+        let defaults = self.settings.session_defaults();
         let backend = grpc::Backend {
             registry: self.registry.clone(),
+            models: self.models.clone(),
             deps: self.deps.clone(),
             defaults,
             stop: stop.clone(),
@@ -203,7 +208,8 @@ impl BoundServer {
                 metrics: self.metrics.clone(),
                 registry: self.registry.clone(),
                 deps: self.deps.clone(),
-                engine: self.engine.clone(),
+                models: self.models.clone(),
+                admin: self.settings.admin.clone(),
                 decode_health: self.decode_health.clone(),
                 serving: serving.clone(),
                 expose_api_keys: self.settings.server.metrics.expose_api_key_sessions,
@@ -278,9 +284,9 @@ impl BoundServer {
         if let Ok(Err(e)) = http.await {
             tracing::error!(error = %e, "HTTP control plane failed");
         }
-        // 4. Join the whisper workers.
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.shutdown())
+        // 4. Join the whisper workers of every model.
+        let models = self.models.clone();
+        tokio::task::spawn_blocking(move || models.shutdown())
             .await
             .ok();
         tracing::info!("shutdown: complete");

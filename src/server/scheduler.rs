@@ -33,7 +33,6 @@ pub struct Scheduler {
 }
 
 struct Inner {
-    engine: Engine,
     cfg: SchedulerConfig,
     /// Permits = free global slots.
     slots: Arc<Semaphore>,
@@ -66,21 +65,16 @@ pub struct Ticket {
 }
 
 impl Scheduler {
-    pub fn new(engine: Engine, cfg: SchedulerConfig, health: Arc<DecodeHealth>) -> Self {
+    pub fn new(cfg: SchedulerConfig, health: Arc<DecodeHealth>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 health,
                 slots: Arc::new(Semaphore::new(cfg.max_pending_global.max(1))),
-                engine,
                 cfg,
                 partials_dropped: AtomicU64::new(0),
                 finals_timed_out: AtomicU64::new(0),
             }),
         }
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
     }
 
     /// Decodes queued or running now.
@@ -104,6 +98,7 @@ impl Scheduler {
     /// Schedules a partial if a slot is free; `None` means dropped (counted).
     pub fn try_partial(
         &self,
+        engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
@@ -112,7 +107,7 @@ impl Scheduler {
             self.count_dropped_partial();
             return None;
         };
-        match self.submit(audio, params, cancel, slot, Priority::Partial) {
+        match self.submit(engine, audio, params, cancel, slot, Priority::Partial) {
             Ok(t) => Some(t),
             Err(_) => {
                 self.count_dropped_partial();
@@ -125,18 +120,20 @@ impl Scheduler {
     /// which must never make the session wait).
     pub fn try_final(
         &self,
+        engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
     ) -> Option<Ticket> {
         let slot = self.inner.slots.clone().try_acquire_owned().ok()?;
-        self.submit(audio, params, cancel, slot, Priority::Final)
+        self.submit(engine, audio, params, cancel, slot, Priority::Final)
             .ok()
     }
 
     /// Schedules a final, waiting up to the queue timeout for a slot.
     pub async fn schedule_final(
         &self,
+        engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
@@ -151,12 +148,13 @@ impl Scheduler {
                 return Err(ScheduleError::QueueTimeout(wait, self.pending()));
             }
         };
-        self.submit(audio, params, cancel, slot, Priority::Final)
+        self.submit(engine, audio, params, cancel, slot, Priority::Final)
             .map_err(Into::into)
     }
 
     fn submit(
         &self,
+        engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
@@ -166,7 +164,7 @@ impl Scheduler {
         let (job, rx) = DecodeJob::new(audio, params, cancel.clone());
         // The engine's queues hold at least max_pending_global jobs, so with
         // a slot in hand this only fails when the engine has stopped.
-        self.inner.engine.try_submit(job, priority)?;
+        engine.try_submit(job, priority)?;
         Ok(Ticket {
             rx,
             cancel,

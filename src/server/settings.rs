@@ -17,6 +17,56 @@ pub struct Settings {
     pub model: ModelFile,
     /// The ggml file of the default model.
     pub model_path: PathBuf,
+    /// The admin API, from the `STT_ADMIN_*` environment.
+    pub admin: AdminSettings,
+}
+
+/// The admin API's switches (environment variables, as the original's).
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// `STT_ADMIN_ENABLED=true`.
+    pub enabled: bool,
+    /// `STT_ADMIN_TOKEN`: the bearer token every admin request must carry.
+    pub token: Option<String>,
+    /// `STT_ADMIN_ALLOW_MODEL_PATH=true`: load requests may name a file.
+    pub allow_model_path: bool,
+    /// `STT_ADMIN_MODEL_PATH_ALLOWLIST`: comma-separated prefixes a
+    /// `model_path` must fall under once canonicalised (empty = any).
+    pub allowlist: Vec<String>,
+}
+
+impl AdminSettings {
+    /// Reads the `STT_ADMIN_*` variables.
+    pub fn from_env() -> Result<Self, UsageError> {
+        use crate::env::{
+            ENV_ADMIN_ALLOW_MODEL_PATH, ENV_ADMIN_ENABLED, ENV_ADMIN_MODEL_PATH_ALLOWLIST,
+            ENV_ADMIN_TOKEN,
+        };
+        let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string());
+        let flag = |k: &str| {
+            var(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        };
+        let me = Self {
+            enabled: flag(ENV_ADMIN_ENABLED),
+            token: var(ENV_ADMIN_TOKEN).filter(|t| !t.is_empty()),
+            allow_model_path: flag(ENV_ADMIN_ALLOW_MODEL_PATH),
+            allowlist: var(ENV_ADMIN_MODEL_PATH_ALLOWLIST)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if me.enabled && me.token.is_none() {
+            return Err(UsageError(format!(
+                "{ENV_ADMIN_ENABLED}=true needs {ENV_ADMIN_TOKEN} set to a secret: admin requests must carry `Authorization: Bearer <token>`"
+            )));
+        }
+        Ok(me)
+    }
 }
 
 /// Reads a YAML file; the default path may be absent (running outside the
@@ -54,6 +104,7 @@ impl Settings {
             server,
             model,
             model_path,
+            admin: AdminSettings::from_env()?,
         })
     }
 
@@ -63,6 +114,7 @@ impl Settings {
             server: ServerFile::default(),
             model: ModelFile::default(),
             model_path,
+            admin: AdminSettings::default(),
         }
     }
 
@@ -119,8 +171,9 @@ impl Settings {
         }
     }
 
-    /// What CreateSession fills in when a client leaves a field unset.
-    pub fn session_defaults(&self, multilingual: bool) -> Defaults {
+    /// What CreateSession fills in when a client leaves a field unset
+    /// (`multilingual` is set per session from the model it picks).
+    pub fn session_defaults(&self) -> Defaults {
         let m = &self.model.model;
         let language = m
             .language
@@ -136,7 +189,7 @@ impl Settings {
             task: Task::parse(&m.task).unwrap_or(Task::Transcribe),
             profile: Profile::parse(&m.default_decode_profile).unwrap_or(Profile::Realtime),
             require_api_key: self.server.server.require_api_key,
-            multilingual,
+            multilingual: false,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::error::{ErrorCode, SttError};
 use crate::pb;
 use crate::pb::stt_backend_server::SttBackend;
 use crate::server::metrics::ServerMetrics;
+use crate::server::model_registry::ModelRegistry;
 use crate::server::session::{
     self, Chunk, Defaults, Disconnected, Registry, SessionDeps, SessionOptions, SessionReport,
     SessionRequest, Stop,
@@ -28,9 +29,14 @@ use crate::server::session::{
 /// client makes the session wait (backpressure), never drops a final.
 const UPDATE_CAPACITY: usize = 32;
 
+/// Session attribute naming the model to decode with (default model when
+/// absent); echoed back with the id actually used.
+pub const MODEL_ID_ATTRIBUTE: &str = "model_id";
+
 /// Shared state of the gRPC service.
 pub struct Backend {
     pub registry: Registry,
+    pub models: ModelRegistry,
     pub deps: Arc<SessionDeps>,
     pub defaults: Defaults,
     pub stop: Stop,
@@ -72,8 +78,18 @@ impl SttBackend for Backend {
         let id = req.session_id.clone();
         let result = self.admit().and_then(|()| {
             let req = SessionRequest::try_from(req)?;
-            let opts = SessionOptions::resolve(req, &self.defaults)?;
-            let token = self.registry.create(opts.clone())?;
+            // Additive: the `model_id` attribute picks a loaded model.
+            let model = self
+                .models
+                .lease(req.attributes.get(MODEL_ID_ATTRIBUTE).map(String::as_str))?;
+            let defaults = Defaults {
+                multilingual: model.engine().multilingual(),
+                ..self.defaults.clone()
+            };
+            let mut opts = SessionOptions::resolve(req, &defaults)?;
+            opts.attributes
+                .insert(MODEL_ID_ATTRIBUTE.to_string(), model.id().to_string());
+            let token = self.registry.create(opts.clone(), Some(model))?;
             Ok(session_response(&opts, token))
         });
         match result {

@@ -16,8 +16,9 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     if !s.serving.load(Ordering::Acquire) {
         reasons.push("gRPC is not serving (starting or shutting down)".to_string());
     }
-    if s.engine.workers() == 0 {
-        reasons.push("no Whisper model is loaded".to_string());
+    let model = s.models.default_engine();
+    if model.is_none() {
+        reasons.push("the default Whisper model is not loaded".to_string());
     }
     if let Err(why) = s.decode_health.verdict() {
         reasons.push(why);
@@ -25,7 +26,11 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     if reasons.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({"status": "ok", "model": s.engine.model_path().display().to_string()})),
+            Json(json!({
+                "status": "ok",
+                "model": s.models.default_id(),
+                "model_path": model.map(|m| m.model_path().display().to_string()),
+            })),
         )
     } else {
         (

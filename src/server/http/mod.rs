@@ -1,7 +1,11 @@
 //! The HTTP control plane (axum) on its own listener: `GET /health`,
-//! `GET /metrics` (Prometheus text), `GET /metrics.json` and `GET /system`. Handlers only read shared state, so they answer
-//! promptly even while every decode worker is busy.
+//! `GET /metrics` (Prometheus text), `GET /metrics.json`, `GET /system` and
+//! the admin API under `/admin/`. Handlers only read shared state (model
+//! loading runs on its own thread), so they answer promptly even while
+//! every decode worker is busy.
 
+mod admin;
+mod error;
 mod health;
 mod metrics;
 mod prometheus;
@@ -13,14 +17,15 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::server::engine::Engine;
 use crate::server::metrics::ServerMetrics;
+use crate::server::model_registry::ModelRegistry;
 use crate::server::scheduler::DecodeHealth;
 use crate::server::session::{Registry, SessionDeps};
+use crate::server::settings::AdminSettings;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -28,7 +33,9 @@ pub struct AppState {
     pub metrics: Arc<ServerMetrics>,
     pub registry: Registry,
     pub deps: Arc<SessionDeps>,
-    pub engine: Engine,
+    pub models: ModelRegistry,
+    /// Whether and how the admin API may be used.
+    pub admin: AdminSettings,
     pub decode_health: Arc<DecodeHealth>,
     /// True while gRPC admits sessions (false before start and once
     /// shutdown begins).
@@ -46,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus::metrics_text))
         .route("/metrics.json", get(metrics::metrics_json))
         .route("/system", get(system::system))
+        .route("/admin/load_model", post(admin::load_model))
+        .route("/admin/unload_model", post(admin::unload_model))
+        .route("/admin/list_models", get(admin::list_models))
+        .fallback(error::not_found)
         .with_state(state)
 }
 

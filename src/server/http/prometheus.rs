@@ -118,7 +118,7 @@ impl Collector for Snapshot {
             e,
             "stt_workers_busy",
             "Whisper workers decoding now",
-            s.engine.busy() as i64,
+            s.models.busy() as i64,
         )?;
         counter(
             e,

@@ -5,7 +5,7 @@
 use crate::audio::{self, pcm, AudioError};
 use crate::error::{ErrorCode, SttError};
 
-use super::registry::token_matches;
+use crate::server::secret::matches as token_matches;
 
 /// One inbound chunk, free of protobuf types.
 #[derive(Debug, Clone, Default)]

@@ -180,14 +180,14 @@ impl SessionOptions {
                 return Err(SttError::new(
                     ErrorCode::Err1010,
                     format!(
-                        "language {lang:?} needs a multilingual model; this server's model is English-only"
+                        "language {lang:?} needs a multilingual model; this session's model is English-only"
                     ),
                 ));
             }
             if task == Task::Translate {
                 return Err(SttError::new(
                     ErrorCode::Err1010,
-                    "task translate needs a multilingual model; this server's model is English-only",
+                    "task translate needs a multilingual model; this session's model is English-only",
                 ));
             }
         }

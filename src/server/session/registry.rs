@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::options::SessionOptions;
 use crate::error::{ErrorCode, SttError};
+use crate::server::model_registry::ModelLease;
 
 /// Cheap-to-clone handle to the session table.
 #[derive(Clone)]
@@ -30,6 +31,9 @@ struct Inner {
 struct Entry {
     options: Arc<SessionOptions>,
     token: Option<String>,
+    /// The model the session decodes with, held from CreateSession on so
+    /// an unload waits for it. `None` only in unit tests.
+    model: Option<Arc<ModelLease>>,
     streaming: bool,
     created: Instant,
     _permit: OwnedSemaphorePermit,
@@ -40,6 +44,7 @@ pub struct Claim {
     registry: Registry,
     pub options: Arc<SessionOptions>,
     pub token: Option<String>,
+    pub model: Option<Arc<ModelLease>>,
 }
 
 impl Drop for Claim {
@@ -68,8 +73,13 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a session; returns its token when one was asked for.
-    pub fn create(&self, options: SessionOptions) -> Result<Option<String>, SttError> {
+    /// Registers a session that will decode with `model`; returns its
+    /// token when one was asked for.
+    pub fn create(
+        &self,
+        options: SessionOptions,
+        model: Option<ModelLease>,
+    ) -> Result<Option<String>, SttError> {
         let mut sessions = self.lock();
         if sessions.contains_key(&options.id) {
             return Err(SttError::new(
@@ -101,6 +111,7 @@ impl Registry {
             Entry {
                 options: Arc::new(options),
                 token: token.clone(),
+                model: model.map(Arc::new),
                 streaming: false,
                 created: Instant::now(),
                 _permit: permit,
@@ -129,6 +140,7 @@ impl Registry {
             registry: self.clone(),
             options: entry.options.clone(),
             token: entry.token.clone(),
+            model: entry.model.clone(),
         })
     }
 
@@ -167,15 +179,6 @@ fn new_token() -> Result<String, SttError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Compares tokens in constant time.
-pub fn token_matches(expected: &str, got: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), got.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,21 +203,21 @@ mod tests {
     #[test]
     fn admission_duplicates_and_release() {
         let r = Registry::new(2);
-        assert!(r.create(opts("a", false)).unwrap().is_none());
+        assert!(r.create(opts("a", false), None).unwrap().is_none());
         assert_eq!(
-            r.create(opts("a", false)).unwrap_err().code,
+            r.create(opts("a", false), None).unwrap_err().code,
             ErrorCode::Err1002
         );
-        r.create(opts("b", false)).unwrap();
+        r.create(opts("b", false), None).unwrap();
         assert_eq!(
-            r.create(opts("c", false)).unwrap_err().code,
+            r.create(opts("c", false), None).unwrap_err().code,
             ErrorCode::Err1008
         );
         let claim = r.claim("a").unwrap();
         assert_eq!(r.claim("a").err().map(|e| e.code), Some(ErrorCode::Err1002));
         drop(claim);
         assert_eq!(r.active(), 1);
-        r.create(opts("c", false)).unwrap();
+        r.create(opts("c", false), None).unwrap();
         assert_eq!(
             r.claim("zzz").err().map(|e| e.code),
             Some(ErrorCode::Err1004)
@@ -224,20 +227,17 @@ mod tests {
     #[test]
     fn tokens_are_issued_and_compared() {
         let r = Registry::new(4);
-        let t = r.create(opts("a", true)).unwrap().expect("token");
+        let t = r.create(opts("a", true), None).unwrap().expect("token");
         assert_eq!(t.len(), 32);
-        let u = r.create(opts("b", true)).unwrap().expect("token");
+        let u = r.create(opts("b", true), None).unwrap().expect("token");
         assert_ne!(t, u);
-        assert!(token_matches(&t, &t.clone()));
-        assert!(!token_matches(&t, &u));
-        assert!(!token_matches(&t, ""));
     }
 
     #[test]
     fn reaping_frees_unclaimed_sessions_only() {
         let r = Registry::new(4);
-        r.create(opts("idle", false)).unwrap();
-        r.create(opts("live", false)).unwrap();
+        r.create(opts("idle", false), None).unwrap();
+        r.create(opts("live", false), None).unwrap();
         let _live = r.claim("live").unwrap();
         assert_eq!(r.reap(Duration::ZERO), 1);
         assert_eq!(r.active(), 1);

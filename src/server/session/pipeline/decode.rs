@@ -114,7 +114,11 @@ impl Pipeline {
         let buffer_wait = self.buffer_wait(end);
         let cancel = self.cancel.child_token();
         let params = self.params(self.opts.profile);
-        if let Some(ticket) = self.deps.scheduler.try_final(audio, params, cancel.clone()) {
+        if let Some(ticket) =
+            self.deps
+                .scheduler
+                .try_final(self.model.engine(), audio, params, cancel.clone())
+        {
             self.speculative = Some(InFlight {
                 utterance: id,
                 start,
@@ -188,10 +192,10 @@ impl Pipeline {
         let buffer_wait = self.buffer_wait(end);
         let cancel = self.cancel.child_token();
         let params = self.params(Profile::Realtime);
-        if let Some(ticket) = self
-            .deps
-            .scheduler
-            .try_partial(audio, params, cancel.clone())
+        if let Some(ticket) =
+            self.deps
+                .scheduler
+                .try_partial(self.model.engine(), audio, params, cancel.clone())
         {
             self.partial = Some(InFlight {
                 utterance: id,
@@ -232,7 +236,12 @@ impl Pipeline {
         let ticket = self
             .deps
             .scheduler
-            .schedule_final(audio, params, self.cancel.child_token())
+            .schedule_final(
+                self.model.engine(),
+                audio,
+                params,
+                self.cancel.child_token(),
+            )
             .await
             .map_err(final_error)?;
         self.finals.push_back(Box::pin(async move {

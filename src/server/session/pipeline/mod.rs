@@ -21,6 +21,7 @@ use super::transcript::Agreement;
 use super::{Claim, Disconnected, SessionDeps, SessionReport, SessionStats, Stop, Update};
 use crate::audio::resample::StreamResampler;
 use crate::error::{ErrorCode, SttError};
+use crate::server::model_registry::ModelLease;
 use crate::server::vad::{EndpointConfig, Endpointer, SpeechEvent, VadStream};
 
 mod decode;
@@ -59,6 +60,8 @@ pub(super) struct Pipeline {
     token: Option<String>,
     /// Keeps the session registered (and its admission permit) until drop.
     _claim: Claim,
+    /// The model this session decodes with.
+    model: Arc<ModelLease>,
     /// Bounded by the transport; a closed channel means the client is gone.
     updates: mpsc::Sender<Update>,
     stop: Stop,
@@ -107,6 +110,12 @@ impl Pipeline {
             })?;
         let opts = claim.options.clone();
         let token = claim.token.clone();
+        let model = claim.model.clone().ok_or_else(|| {
+            SttError::new(
+                ErrorCode::Err2003,
+                "the session has no model to decode with",
+            )
+        })?;
         let endpointer = Endpointer::new(EndpointConfig::new(opts.vad_threshold, opts.vad_silence));
         Ok(Self {
             buffer: AudioBuffer::new(deps.budget.clone()),
@@ -114,6 +123,7 @@ impl Pipeline {
             deps,
             opts,
             token,
+            model,
             _claim: claim,
             updates,
             stop,

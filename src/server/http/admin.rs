@@ -1,0 +1,356 @@
+//! The admin API: load, unload and list Whisper models at run time.
+//!
+//! Off unless `STT_ADMIN_ENABLED=true` (ERR4001); every request carries
+//! `Authorization: Bearer $STT_ADMIN_TOKEN`, compared in constant time
+//! (ERR4004). A model is named by id (a provisioned `ggml-<id>.bin` in the
+//! models directory) or, only with `STT_ADMIN_ALLOW_MODEL_PATH=true`, by
+//! `model_path`, which must resolve — after `..` and symlinks — under one of
+//! the `STT_ADMIN_MODEL_PATH_ALLOWLIST` prefixes (ERR4005).
+
+use std::path::{Component, Path, PathBuf};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::error::{ErrorCode, SttError};
+use crate::server::settings::AdminSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    /// The id sessions use; defaults to the file's (`ggml-base.bin` → `base`).
+    #[serde(default)]
+    model_id: Option<String>,
+    #[serde(default)]
+    model_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnloadRequest {
+    model_id: String,
+}
+
+/// `POST /admin/load_model`: starts loading and answers 202 at once; the
+/// status shows in `GET /admin/list_models`.
+pub async fn load_model(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&s.admin, &headers)?;
+    let req: LoadRequest = parse_body(&body)?;
+    let (id, path) = match (req.model_id, req.model_path) {
+        (id, Some(raw)) => {
+            let path = allowed_model_path(&s.admin, &raw)?;
+            let id = match id {
+                Some(id) => checked_id(&id)?,
+                None => crate::models::store::model_id(&path),
+            };
+            (id, path)
+        }
+        (Some(id), None) => {
+            let id = checked_id(&id)?;
+            let path =
+                crate::models::store::models_dir().join(crate::models::store::ggml_file_name(&id));
+            if !path.is_file() {
+                return Err(SttError::new(
+                    ErrorCode::Err4003,
+                    format!(
+                        "model {id:?} is not provisioned (no {}); convert it with `stt models import {id}`",
+                        path.display()
+                    ),
+                )
+                .into());
+            }
+            (id, path)
+        }
+        (None, None) => {
+            return Err(SttError::new(
+                ErrorCode::Err4006,
+                "the body needs `model_id` (a provisioned model) or `model_path`",
+            )
+            .into())
+        }
+    };
+    s.models.load(id.clone(), path.clone())?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "loading",
+            "model_id": id,
+            "model_path": path.display().to_string(),
+        })),
+    ))
+}
+
+/// `POST /admin/unload_model`: the model takes no new sessions at once and
+/// goes away when the sessions using it have ended.
+pub async fn unload_model(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s.admin, &headers)?;
+    let req: UnloadRequest = parse_body(&body)?;
+    let id = req.model_id.trim();
+    s.models.unload(id)?;
+    let sessions = s
+        .models
+        .list()
+        .into_iter()
+        .find(|m| m.id == id)
+        .map_or(0, |m| m.sessions);
+    Ok(Json(json!({
+        "status": if sessions > 0 { "unloading" } else { "unloaded" },
+        "model_id": id,
+        "sessions": sessions,
+    })))
+}
+
+/// `GET /admin/list_models`: every model with its status.
+pub async fn list_models(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s.admin, &headers)?;
+    Ok(Json(json!({
+        "default_model": s.models.default_id(),
+        "models": s.models.list(),
+    })))
+}
+
+/// ERR4001 when the API is off, ERR4004 without the right bearer token.
+fn authorize(admin: &AdminSettings, headers: &HeaderMap) -> Result<(), SttError> {
+    if !admin.enabled {
+        return Err(SttError::new(
+            ErrorCode::Err4001,
+            "the admin API is not enabled: start the server with STT_ADMIN_ENABLED=true and STT_ADMIN_TOKEN set",
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let expected = admin.token.as_deref().unwrap_or_default();
+    match presented {
+        Some(token) if !expected.is_empty() && crate::server::secret::matches(expected, token) => {
+            Ok(())
+        }
+        Some(_) => Err(SttError::new(ErrorCode::Err4004, "invalid admin token")),
+        None => Err(SttError::new(
+            ErrorCode::Err4004,
+            "missing admin token: send `Authorization: Bearer <STT_ADMIN_TOKEN>`",
+        )),
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, SttError> {
+    serde_json::from_slice(body).map_err(|e| {
+        SttError::new(
+            ErrorCode::Err4006,
+            format!("the request body must be a JSON object: {e}"),
+        )
+    })
+}
+
+/// Model ids become file names and metric labels: short, plain characters.
+fn checked_id(id: &str) -> Result<String, SttError> {
+    let id = id.trim();
+    let plain = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if id.is_empty() || id.len() > 64 || !plain || id.starts_with('.') {
+        return Err(SttError::new(
+            ErrorCode::Err4006,
+            format!("model_id {id:?} must be 1-64 letters, digits, '.', '_' or '-', not starting with '.'"),
+        ));
+    }
+    Ok(id.to_string())
+}
+
+/// The canonical file `raw` names, if loading by path is allowed and it
+/// lies under an allowlisted prefix.
+fn allowed_model_path(admin: &AdminSettings, raw: &str) -> Result<PathBuf, SttError> {
+    use crate::env::{ENV_ADMIN_ALLOW_MODEL_PATH, ENV_ADMIN_MODEL_PATH_ALLOWLIST};
+    if !admin.allow_model_path {
+        return Err(SttError::new(
+            ErrorCode::Err4005,
+            format!("model_path is not allowed: set {ENV_ADMIN_ALLOW_MODEL_PATH}=true (and {ENV_ADMIN_MODEL_PATH_ALLOWLIST}) to load files by path, or load a provisioned model by model_id"),
+        ));
+    }
+    let outside = |p: &Path| {
+        SttError::new(
+            ErrorCode::Err4005,
+            format!(
+                "model_path {raw:?} resolves to {}, outside {ENV_ADMIN_MODEL_PATH_ALLOWLIST} ({})",
+                p.display(),
+                admin.allowlist.join(", ")
+            ),
+        )
+    };
+    // Symlinks and `..` are resolved first, so neither can escape a prefix.
+    let resolved = match std::fs::canonicalize(raw) {
+        Ok(p) => p,
+        Err(e) => {
+            // Say "outside" rather than "missing" for paths we would refuse
+            // anyway, so the API does not probe the file system.
+            let lexical = normalize(Path::new(raw));
+            if !under_allowlist(admin, &lexical) {
+                return Err(outside(&lexical));
+            }
+            return Err(SttError::new(
+                ErrorCode::Err4003,
+                format!("model_path {raw:?} cannot be opened: {e}"),
+            ));
+        }
+    };
+    if !under_allowlist(admin, &resolved) {
+        return Err(outside(&resolved));
+    }
+    if !resolved.is_file() {
+        return Err(SttError::new(
+            ErrorCode::Err4003,
+            format!("model_path {raw:?} is not a file"),
+        ));
+    }
+    Ok(resolved)
+}
+
+/// Whether `path` (already resolved) lies under an allowlisted prefix,
+/// compared by whole components (`/models` does not admit `/models-x`). An
+/// empty allowlist admits any path.
+fn under_allowlist(admin: &AdminSettings, path: &Path) -> bool {
+    if admin.allowlist.is_empty() {
+        return true;
+    }
+    admin.allowlist.iter().any(|prefix| {
+        let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| normalize(Path::new(prefix)));
+        path.starts_with(&prefix)
+    })
+}
+
+/// `a/b/../c` → `a/c` without touching the file system; relative paths are
+/// taken from the working directory.
+fn normalize(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(allow: bool, list: &[&str]) -> AdminSettings {
+        AdminSettings {
+            enabled: true,
+            token: Some("s3cret".into()),
+            allow_model_path: allow,
+            allowlist: list.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn bearer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        let a = admin(false, &[]);
+        assert!(authorize(&a, &bearer("Bearer s3cret")).is_ok());
+        assert!(authorize(&a, &bearer("bearer  s3cret ")).is_ok());
+        for bad in ["Bearer s3cre", "Bearer", "Basic s3cret", "s3cret"] {
+            assert_eq!(
+                authorize(&a, &bearer(bad)).unwrap_err().code,
+                ErrorCode::Err4004,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            authorize(&a, &HeaderMap::new()).unwrap_err().code,
+            ErrorCode::Err4004
+        );
+        let off = AdminSettings::default();
+        assert_eq!(
+            authorize(&off, &bearer("Bearer s3cret")).unwrap_err().code,
+            ErrorCode::Err4001
+        );
+    }
+
+    #[test]
+    fn paths_stay_inside_the_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("models");
+        let other = dir.path().join("models-other");
+        std::fs::create_dir_all(&allowed).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(allowed.join("m.bin"), b"x").unwrap();
+        std::fs::write(other.join("m.bin"), b"x").unwrap();
+        std::os::unix::fs::symlink(other.join("m.bin"), allowed.join("link.bin")).unwrap();
+        let a = admin(true, &[allowed.to_str().unwrap()]);
+        let p = |s: &Path| s.to_str().unwrap().to_string();
+        let code = |raw: String| allowed_model_path(&a, &raw).map(|_| ()).map_err(|e| e.code);
+
+        assert!(allowed_model_path(&a, &p(&allowed.join("m.bin"))).is_ok());
+        assert_eq!(code(p(&other.join("m.bin"))), Err(ErrorCode::Err4005));
+        assert_eq!(
+            code(format!("{}/../models-other/m.bin", p(&allowed))),
+            Err(ErrorCode::Err4005)
+        );
+        assert_eq!(code(p(&allowed.join("link.bin"))), Err(ErrorCode::Err4005));
+        assert_eq!(
+            code(p(&allowed.join("missing.bin"))),
+            Err(ErrorCode::Err4003)
+        );
+        assert_eq!(
+            code(format!("{}/../nowhere/x.bin", p(&allowed))),
+            Err(ErrorCode::Err4005)
+        );
+        let off = admin(false, &[]);
+        assert_eq!(
+            allowed_model_path(&off, &p(&allowed.join("m.bin")))
+                .unwrap_err()
+                .code,
+            ErrorCode::Err4005
+        );
+    }
+
+    #[test]
+    fn ids_are_plain() {
+        assert_eq!(checked_id(" base ").unwrap(), "base");
+        assert!(checked_id("tiny.en").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "x y"] {
+            assert_eq!(
+                checked_id(bad).unwrap_err().code,
+                ErrorCode::Err4006,
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Control-plane errors on the wire: `{"code": "ERR4004", "message": "…"}`
+//! with the HTTP status of the error table.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::{ErrorCode, SttError};
+
+/// A coded error as an HTTP response.
+pub struct ApiError(pub SttError);
+
+impl From<SttError> for ApiError {
+    fn from(e: SttError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status =
+            StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            let cause = e.source.as_ref().map(|s| s.to_string()).unwrap_or_default();
+            tracing::error!(code = %e.code, cause, "{}", e.message);
+        } else {
+            tracing::warn!(code = %e.code, "{}", e.message);
+        }
+        (
+            status,
+            Json(json!({"code": e.code.as_str(), "message": e.message})),
+        )
+            .into_response()
+    }
+}
+
+/// Any path the control plane does not serve.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(SttError::new(
+        ErrorCode::Err4007,
+        format!(
+            "no endpoint {}: try /health, /metrics, /metrics.json, /system or /admin/list_models",
+            uri.path()
+        ),
+    ))
+}
