@@ -8,6 +8,7 @@
 //! ([`session`], [`scheduler`]) → components ([`vad`]) → [`engine`]. Only
 //! transport imports tonic types.
 
+pub mod capture;
 pub mod engine;
 pub mod grpc;
 pub mod http;
