@@ -120,7 +120,24 @@ impl BoundServer {
             },
             decode_health.clone(),
         );
+        let capture = match capture::CaptureConfig::from_storage(&settings.server.storage) {
+            Some(cfg) => {
+                let dir = cfg.directory.clone();
+                let store = capture::CaptureStore::new(cfg).with_context(|| {
+                    format!(
+                        "cannot capture audio under {} (storage.directory)",
+                        dir.display()
+                    )
+                })?;
+                tracing::info!(directory = %dir.display(), "capturing session audio");
+                Some(store)
+            }
+            None => None,
+        };
+        let metrics = Arc::new(ServerMetrics::default());
         let deps = Arc::new(SessionDeps {
+            capture,
+            metrics: metrics.clone(),
             scheduler,
             vad,
             budget: BufferBudget::new(s.max_total_buffer_bytes),
@@ -147,7 +164,7 @@ impl BoundServer {
             registry: Registry::new(s.max_sessions),
             models,
             deps,
-            metrics: Arc::new(ServerMetrics::default()),
+            metrics,
             settings,
         })
     }
@@ -221,6 +238,13 @@ impl BoundServer {
 
         grpc::set_serving(&reporter).await;
         serving.store(true, std::sync::atomic::Ordering::Release);
+        let watcher = tokio::spawn(watch_health(
+            reporter.clone(),
+            serving.clone(),
+            self.models.clone(),
+            self.decode_health.clone(),
+            closing.clone(),
+        ));
         let grpc_stop = CancellationToken::new();
         let mut grpc = tokio::spawn(grpc::serve(
             self.listener,
@@ -241,6 +265,7 @@ impl BoundServer {
         tracing::info!("shutdown: no longer admitting sessions");
         closing.cancel();
         serving.store(false, std::sync::atomic::Ordering::Release);
+        watcher.abort();
         grpc::set_not_serving(&reporter).await;
         // 2. Open streams flush their finals (a zero grace skips this).
         let grace = secs(s.shutdown_grace_sec);
@@ -260,6 +285,19 @@ impl BoundServer {
             );
             stop.abort.cancel();
             tracker.wait().await;
+        }
+        // Capture files are closed as sessions end; give their writers the
+        // grace period to drain what is queued.
+        if let Some(store) = self.deps.capture.clone() {
+            let wait = grace.max(Duration::from_secs(1));
+            let idle = tokio::task::spawn_blocking(move || store.wait_idle(wait))
+                .await
+                .unwrap_or(false);
+            if !idle {
+                tracing::warn!(
+                    "shutdown: audio capture writers still busy; their files stay valid"
+                );
+            }
         }
         grpc_stop.cancel();
         // Open connections (idle keep-alives included) get a moment to go;
@@ -305,6 +343,37 @@ impl BoundServer {
     /// Sessions registered now.
     pub fn registry(&self) -> Registry {
         self.registry.clone()
+    }
+}
+
+/// Keeps the gRPC health service in step with `GET /health`: NOT_SERVING
+/// whenever the HTTP check would answer 500, SERVING again once it recovers.
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    serving: Arc<std::sync::atomic::AtomicBool>,
+    models: ModelRegistry,
+    decode_health: Arc<DecodeHealth>,
+    closing: CancellationToken,
+) {
+    let mut healthy = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = closing.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let serving = serving.load(std::sync::atomic::Ordering::Acquire);
+        let reasons = http::health::reasons(serving, &models, &decode_health);
+        if reasons.is_empty() != healthy {
+            healthy = reasons.is_empty();
+            if healthy {
+                tracing::info!("health recovered");
+                grpc::set_serving(&reporter).await;
+            } else {
+                tracing::warn!(reasons = ?reasons, "unhealthy");
+                grpc::set_not_serving(&reporter).await;
+            }
+        }
     }
 }
 

@@ -25,6 +25,7 @@ async fn health_reports_failing_decodes_with_reasons() {
     let server = TestServer::start(|s| {
         s.server.server.decode_timeout_sec = 0.001;
         s.server.health.min_events = 1;
+        s.server.health.window_sec = 3.0;
     });
     let mut client = server.client().await;
     client
@@ -46,6 +47,43 @@ async fn health_reports_failing_decodes_with_reasons() {
     assert_eq!(status, 500, "{body}");
     let reasons = body["reasons"].to_string();
     assert!(reasons.contains("timeouts"), "{body}");
+    // The gRPC health service agrees.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(server.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    // (It follows within its 250 ms polling period.)
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let mut status = 0;
+    for _ in 0..20 {
+        status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        if status == not_serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, not_serving);
+    // Once the timeouts leave the health window, it recovers.
+    let url = format!("http://{}/health", server.http);
+    let mut recovered = false;
+    for _ in 0..100 {
+        if get_json(&url).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "health never recovered");
 }
 
 #[tokio::test]
@@ -94,25 +132,98 @@ async fn metrics_json_counts_sessions_decodes_and_errors() {
     assert_eq!(body["active_sessions"], 0, "{body}");
 }
 
-#[tokio::test]
-async fn prometheus_metrics_are_exposed() {
-    let server = TestServer::start(|_| {});
-    let mut client = server.client().await;
-    assert!(client.create_session(session_request("")).await.is_err());
+/// Scrapes `/metrics` and parses it with a Prometheus text-format parser.
+async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
     let resp = reqwest::get(format!("http://{}/metrics", server.http))
         .await
         .expect("HTTP answers");
     assert_eq!(resp.status().as_u16(), 200);
-    let body = resp.text().await.unwrap();
-    for name in [
-        "stt_active_sessions 0",
-        "stt_sessions_started_total",
-        "stt_decode_inference_seconds_total",
-        "stt_errors_total{code=\"ERR1001\"} 1",
-        "# EOF",
-    ] {
-        assert!(body.contains(name), "{name} missing from:\n{body}");
+    let body = resp.text().await.expect("body");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parses")
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .find_map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            Value::Histogram(buckets) => buckets.last().map(|b| b.count),
+            _ => None,
+        })
+}
+
+#[tokio::test]
+async fn prometheus_metrics_parse_and_move_after_a_session() {
+    let server = TestServer::start(|_| {});
+    let before = scrape(&server).await;
+    assert_eq!(sample(&before, "stt_active_sessions", &[]), Some(0.0));
+    assert_eq!(
+        sample(&before, "stt_sessions_started_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(sample(&before, "stt_models_loaded", &[]), Some(1.0));
+
+    let mut client = server.client().await;
+    assert!(client.create_session(session_request("")).await.is_err());
+    client
+        .create_session(session_request("p1"))
+        .await
+        .expect("session");
+    let mut audio = speech("http_m1", "I would like to order a large pizza.");
+    audio.extend(silence(1.0));
+    let out = stream_raw(
+        &mut client,
+        "p1",
+        "",
+        audio_chunks(&audio, 200, "p1", ""),
+        Duration::ZERO,
+    )
+    .await;
+    assert!(out.status.is_none(), "{:?}", out.status);
+    assert!(eventually(Duration::from_secs(5), || server.registry.active() == 0).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let after = scrape(&server).await;
+    assert_eq!(sample(&after, "stt_sessions_started_total", &[]), Some(1.0));
+    assert_eq!(
+        sample(
+            &after,
+            "stt_sessions_ended_total",
+            &[("reason", "completed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "stt_errors_total",
+            &[
+                ("code", "ERR1001"),
+                ("status", "InvalidArgument"),
+                ("http_status", "400")
+            ]
+        ),
+        Some(1.0)
+    );
+    for stage in ["buffer_wait", "queue_wait", "inference", "emit", "total"] {
+        let n = sample(
+            &after,
+            "stt_decode_duration_seconds_count",
+            &[("stage", stage), ("kind", "final")],
+        );
+        assert!(n.unwrap_or(0.0) >= 1.0, "{stage}: {n:?}");
     }
+    let rtf = sample(&after, "stt_decode_rtf_count", &[("kind", "final")]);
+    assert!(rtf.unwrap_or(0.0) >= 1.0, "{rtf:?}");
+    assert!(sample(&after, "stt_vad_utterances_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(sample(&after, "stt_finals_sent_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(sample(&after, "stt_audio_seconds_total", &[]).unwrap_or(0.0) > 2.0);
 }
 
 #[tokio::test]

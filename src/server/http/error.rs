@@ -28,12 +28,28 @@ impl IntoResponse for ApiError {
         } else {
             tracing::warn!(code = %e.code, "{}", e.message);
         }
-        (
+        let mut resp = (
             status,
             Json(json!({"code": e.code.as_str(), "message": e.message})),
         )
-            .into_response()
+            .into_response();
+        // Read back by `count_errors` so the code lands in the metrics.
+        resp.extensions_mut().insert(e.code);
+        resp
     }
+}
+
+/// Middleware: counts every coded error the control plane answers with.
+pub async fn count_errors(
+    axum::extract::State(s): axum::extract::State<super::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    if let Some(code) = resp.extensions().get::<ErrorCode>() {
+        s.metrics.count_error(*code);
+    }
+    resp
 }
 
 /// Any path the control plane does not serve.

@@ -10,19 +10,32 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::server::model_registry::ModelRegistry;
+use crate::server::scheduler::DecodeHealth;
 
-pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Why the server is unhealthy; empty when it is healthy. The gRPC health
+/// service follows the same verdict (see `server::watch_health`).
+pub fn reasons(serving: bool, models: &ModelRegistry, decode_health: &DecodeHealth) -> Vec<String> {
     let mut reasons = Vec::new();
-    if !s.serving.load(Ordering::Acquire) {
+    if !serving {
         reasons.push("gRPC is not serving (starting or shutting down)".to_string());
     }
-    let model = s.models.default_engine();
-    if model.is_none() {
+    if models.default_engine().is_none() {
         reasons.push("the default Whisper model is not loaded".to_string());
     }
-    if let Err(why) = s.decode_health.verdict() {
+    if let Err(why) = decode_health.verdict() {
         reasons.push(why);
     }
+    reasons
+}
+
+pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let reasons = reasons(
+        s.serving.load(Ordering::Acquire),
+        &s.models,
+        &s.decode_health,
+    );
+    let model = s.models.default_engine();
     if reasons.is_empty() {
         (
             StatusCode::OK,

@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
+use crate::server::metrics::DecodeKind;
 
 fn round6(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
@@ -54,6 +55,25 @@ pub async fn metrics_json(State(s): State<AppState>) -> Json<Value> {
             "partials_total": stats.partials_sent.load(Ordering::Relaxed),
             "finals_total": stats.finals_sent.load(Ordering::Relaxed),
         },
+        "latency": {
+            "window_decodes": crate::server::metrics::RECENT_DECODES,
+            "partial": m.recent(DecodeKind::Partial),
+            "final": m.recent(DecodeKind::Final),
+        },
+        "sessions_ended_by_reason": m
+            .ended_by_reason()
+            .into_iter()
+            .map(|(r, n)| (r.to_string(), json!(n)))
+            .collect::<Map<String, Value>>(),
+        "models": s.models.list(),
+        "capture": s.deps.capture.as_ref().map(|c| json!({
+            "open_files": c.open_captures(),
+            "files_total": c.files_written(),
+            "bytes_total": c.bytes_written(),
+            "dropped_chunks_total": c.dropped_chunks(),
+            "write_errors_total": c.write_errors(),
+            "retention_removed_files_total": c.files_removed(),
+        })),
         "buffer_bytes": s.deps.budget.used(),
         "errors": errors,
     });

@@ -6,7 +6,7 @@
 
 mod admin;
 mod error;
-mod health;
+pub mod health;
 mod metrics;
 mod prometheus;
 mod system;
@@ -57,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/unload_model", post(admin::unload_model))
         .route("/admin/list_models", get(admin::list_models))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::count_errors,
+        ))
         .with_state(state)
 }
 

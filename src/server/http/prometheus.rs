@@ -12,7 +12,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 
 use super::AppState;
 
@@ -60,12 +62,17 @@ impl Collector for Snapshot {
             "Streams started",
             m.sessions_started.load(Ordering::Relaxed),
         )?;
-        counter(
-            e,
-            "stt_sessions_ended",
-            "Streams ended",
-            m.sessions_ended.load(Ordering::Relaxed),
-        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "stt_sessions_ended",
+                "Streams ended, by reason: completed, client_gone or the error code",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in m.ended_by_reason() {
+                ConstCounter::new(n).encode(family.encode_family(&[("reason", reason)])?)?;
+            }
+        }
         counter(
             e,
             "stt_client_disconnects",
@@ -164,18 +171,74 @@ impl Collector for Snapshot {
         )?;
         let errors = m.errors();
         if !errors.is_empty() {
-            let family = e.encode_descriptor(
+            let mut family = e.encode_descriptor(
                 "stt_errors",
-                "Errors returned to clients, by code",
+                "Errors returned to clients, by code, gRPC status and HTTP status",
                 None,
-                prometheus_client::metrics::MetricType::Counter,
+                MetricType::Counter,
             )?;
-            let mut family = family;
             for (code, n) in errors {
-                let labels = [("code", code.as_str())];
-                let c = ConstCounter::new(n);
-                c.encode(family.encode_family(&labels)?)?;
+                let grpc = format!("{:?}", code.grpc_code());
+                let http = code.http_status().to_string();
+                let labels = [
+                    ("code", code.as_str()),
+                    ("status", grpc.as_str()),
+                    ("http_status", http.as_str()),
+                ];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
+        }
+        m.decode_seconds.encode(e.encode_descriptor(
+            "stt_decode_duration",
+            "Per-decode latency by stage (buffer_wait, queue_wait, inference, emit, total) and kind (partial, final)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?)?;
+        m.decode_rtf.encode(e.encode_descriptor(
+            "stt_decode_rtf",
+            "Per-decode real-time factor (inference time / audio time) by kind",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        let models = s.models.list();
+        gauge(
+            e,
+            "stt_models_loaded",
+            "Whisper models ready to serve sessions",
+            models.iter().filter(|m| m.status == "ready").count() as i64,
+        )?;
+        if let Some(c) = &s.deps.capture {
+            counter(
+                e,
+                "stt_audio_capture_dropped_chunks",
+                "Captured audio chunks dropped because a capture queue was full",
+                c.dropped_chunks(),
+            )?;
+            counter(
+                e,
+                "stt_audio_capture_files",
+                "Capture files completed",
+                c.files_written(),
+            )?;
+            let b = ConstCounter::new(c.bytes_written());
+            b.encode(e.encode_descriptor(
+                "stt_audio_capture",
+                "Audio bytes written to capture files",
+                Some(&Unit::Bytes),
+                b.metric_type(),
+            )?)?;
+            counter(
+                e,
+                "stt_audio_capture_write_errors",
+                "Capture files that could not be written completely",
+                c.write_errors(),
+            )?;
+            counter(
+                e,
+                "stt_audio_capture_retention_removed_files",
+                "Capture files removed by retention",
+                c.files_removed(),
+            )?;
         }
         if s.expose_api_keys {
             let keys = s.registry.by_api_key();
@@ -184,7 +247,7 @@ impl Collector for Snapshot {
                     "stt_active_sessions_by_api",
                     "Sessions registered now, by API key",
                     None,
-                    prometheus_client::metrics::MetricType::Gauge,
+                    MetricType::Gauge,
                 )?;
                 for (key, n) in keys {
                     let labels = [("api_key", key.as_str())];

@@ -28,6 +28,8 @@ pub use timing::DecodeTimings;
 
 use crate::config::DecodeProfileConfig;
 use crate::error::SttError;
+use crate::server::capture::CaptureStore;
+use crate::server::metrics::ServerMetrics;
 use crate::server::scheduler::Scheduler;
 use crate::server::vad::VadPool;
 
@@ -98,6 +100,10 @@ pub struct SessionDeps {
     pub realtime: DecodeProfileConfig,
     pub accurate: DecodeProfileConfig,
     pub stats: Arc<SessionStats>,
+    /// Per-session WAV capture (`storage.persist_audio`).
+    pub capture: Option<CaptureStore>,
+    /// Server-wide counters and histograms.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// How the server asks a session to stop.

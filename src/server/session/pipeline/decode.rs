@@ -13,6 +13,7 @@ use super::{End, Pipeline, Utterance};
 use crate::audio::pcm::rms;
 use crate::error::{ErrorCode, SttError};
 use crate::server::engine::{self, DecodeParams, EngineError, Transcript};
+use crate::server::metrics::DecodeKind;
 use crate::server::scheduler::ScheduleError;
 use crate::server::session::options::{Profile, VadMode};
 use crate::server::session::timing::DecodePhases;
@@ -290,7 +291,7 @@ impl Pipeline {
             phases.emit = self.send(update).await?;
             SessionStats::add(&self.stats().partials_sent, 1);
         }
-        self.timings.add(phases);
+        self.record(DecodeKind::Partial, phases, job.start, job.end);
         Ok(())
     }
 
@@ -316,8 +317,16 @@ impl Pipeline {
                 self.auto_done = true;
             }
         }
-        self.timings.add(phases);
+        self.record(DecodeKind::Final, phases, done.start, done.end);
         Ok(())
+    }
+
+    /// Adds a finished decode to the session's trailers and the server's
+    /// histograms.
+    fn record(&mut self, kind: DecodeKind, phases: DecodePhases, start: u64, end: u64) {
+        self.timings.add(phases);
+        let audio_sec = end.saturating_sub(start) as f64 / 16_000.0;
+        self.deps.metrics.record_decode(kind, &phases, audio_sec);
     }
 
     fn update(&self, t: &Transcript, split: Split, is_final: bool, start: u64, end: u64) -> Update {

@@ -21,6 +21,7 @@ use super::transcript::Agreement;
 use super::{Claim, Disconnected, SessionDeps, SessionReport, SessionStats, Stop, Update};
 use crate::audio::resample::StreamResampler;
 use crate::error::{ErrorCode, SttError};
+use crate::server::capture::{CaptureStore, SessionCapture};
 use crate::server::model_registry::ModelLease;
 use crate::server::vad::{EndpointConfig, Endpointer, SpeechEvent, VadStream};
 
@@ -62,6 +63,9 @@ pub(super) struct Pipeline {
     _claim: Claim,
     /// The model this session decodes with.
     model: Arc<ModelLease>,
+    /// This session's WAV when `storage.persist_audio` is on; dropping it
+    /// closes the file (whatever way the session ends).
+    capture: Option<SessionCapture>,
     /// Bounded by the transport; a closed channel means the client is gone.
     updates: mpsc::Sender<Update>,
     stop: Stop,
@@ -116,6 +120,10 @@ impl Pipeline {
                 "the session has no model to decode with",
             )
         })?;
+        let capture = match deps.capture.clone() {
+            Some(store) => open_capture(store, &opts.id).await,
+            None => None,
+        };
         let endpointer = Endpointer::new(EndpointConfig::new(opts.vad_threshold, opts.vad_silence));
         Ok(Self {
             buffer: AudioBuffer::new(deps.budget.clone()),
@@ -124,6 +132,7 @@ impl Pipeline {
             opts,
             token,
             model,
+            capture,
             _claim: claim,
             updates,
             stop,
@@ -259,6 +268,9 @@ impl Pipeline {
             return Ok(());
         }
         SessionStats::add(&self.stats().audio_samples, samples.len() as u64);
+        if let Some(c) = &self.capture {
+            c.push(&samples);
+        }
         self.buffer
             .push(&samples, Instant::now())
             .map_err(|e| SttError::new(ErrorCode::Err1008, e.to_string()))?;
@@ -379,5 +391,26 @@ impl Pipeline {
             None => self.endpointer.position().saturating_sub(PREROLL),
         };
         self.buffer.discard_before(keep_from);
+    }
+}
+
+/// Opens the session's capture file off the runtime (file creation may be
+/// slow). A capture that cannot be opened is logged and counted; the
+/// session goes on without it rather than failing the client.
+async fn open_capture(store: CaptureStore, id: &str) -> Option<SessionCapture> {
+    let id = id.to_string();
+    match tokio::task::spawn_blocking(move || store.open(&id)).await {
+        Ok(Ok(c)) => {
+            tracing::debug!(path = %c.path().display(), "capturing audio");
+            Some(c)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audio capture unavailable for this session");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audio capture task failed");
+            None
+        }
     }
 }
