@@ -138,6 +138,7 @@ impl BoundServer {
         let deps = Arc::new(SessionDeps {
             capture,
             metrics: metrics.clone(),
+            log_transcripts: settings.server.logging.log_transcripts,
             scheduler,
             vad,
             budget: BufferBudget::new(s.max_total_buffer_bytes),
@@ -254,6 +255,25 @@ impl BoundServer {
             grpc_stop.clone().cancelled_owned(),
         ));
         tracing::info!(grpc = %self.grpc_addr, http = %self.http_addr, "serving");
+        let metrics_logger = s.log_metrics.then(|| {
+            let (metrics, registry, deps, models) = (
+                self.metrics.clone(),
+                self.registry.clone(),
+                self.deps.clone(),
+                self.models.clone(),
+            );
+            let closing = closing.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LOG_METRICS_EVERY);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        () = closing.cancelled() => return,
+                        _ = tick.tick() => log_metrics_line(&metrics, &registry, &deps, &models),
+                    }
+                }
+            })
+        });
 
         // Either a shutdown request, or the transport died on its own.
         let died = tokio::select! {
@@ -328,6 +348,10 @@ impl BoundServer {
         tokio::task::spawn_blocking(move || models.shutdown())
             .await
             .ok();
+        if let Some(task) = metrics_logger {
+            task.abort();
+            log_metrics_line(&self.metrics, &self.registry, &self.deps, &self.models);
+        }
         tracing::info!("shutdown: complete");
         match failure {
             Some(e) => Err(e),
@@ -344,6 +368,45 @@ impl BoundServer {
     pub fn registry(&self) -> Registry {
         self.registry.clone()
     }
+}
+
+/// How often `--log-metrics` logs its summary line.
+const LOG_METRICS_EVERY: Duration = Duration::from_secs(30);
+
+/// The `--log-metrics` line: sessions, decode latency over the recent
+/// window, load and errors, in one line an operator can grep.
+fn log_metrics_line(
+    metrics: &ServerMetrics,
+    registry: &Registry,
+    deps: &SessionDeps,
+    models: &ModelRegistry,
+) {
+    use metrics::DecodeKind;
+    let finals = metrics.recent(DecodeKind::Final);
+    let partials = metrics.recent(DecodeKind::Partial);
+    let errors: u64 = metrics.errors().iter().map(|(_, n)| n).sum();
+    let ms = |s: f64| (s * 1000.0).round() as u64;
+    tracing::info!(
+        sessions = registry.active(),
+        started = metrics
+            .sessions_started
+            .load(std::sync::atomic::Ordering::Relaxed),
+        finals = finals.count,
+        final_p50_ms = ms(finals.total_p50_sec),
+        final_p95_ms = ms(finals.total_p95_sec),
+        partials = partials.count,
+        partial_p50_ms = ms(partials.total_p50_sec),
+        rtf = finals
+            .rtf_mean
+            .map_or(0.0, |r| (r * 1000.0).round() / 1000.0),
+        workers_busy = models.busy(),
+        workers = models.workers(),
+        pending = deps.scheduler.pending(),
+        partials_dropped = deps.scheduler.partials_dropped(),
+        errors,
+        capture_dropped = deps.capture.as_ref().map_or(0, |c| c.dropped_chunks()),
+        "metrics"
+    );
 }
 
 /// Keeps the gRPC health service in step with `GET /health`: NOT_SERVING
@@ -384,7 +447,7 @@ fn secs(v: f64) -> Duration {
 /// `stt serve`: load settings, bind, serve until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
-    settings.init_logging();
+    settings.init_logging()?;
     let server = BoundServer::bind(settings).await?;
     server.serve(shutdown_signal()).await
 }

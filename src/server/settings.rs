@@ -118,12 +118,17 @@ impl Settings {
         }
     }
 
-    /// Installs logging as configured.
-    pub fn init_logging(&self) {
+    /// Installs logging as configured: stderr, plus `logging.file` when set.
+    pub fn init_logging(&self) -> Result<(), UsageError> {
         let l = &self.server.logging;
-        crate::telemetry::init(&l.level, l.faster_whisper_level.as_deref());
-        if let Some(file) = &l.file {
-            tracing::warn!(file = %file.display(), "logging.file is not supported yet; logging to stderr only");
+        match &l.file {
+            Some(file) => {
+                crate::telemetry::init_with_file(&l.level, l.faster_whisper_level.as_deref(), file)
+            }
+            None => {
+                crate::telemetry::init(&l.level, l.faster_whisper_level.as_deref());
+                Ok(())
+            }
         }
     }
 

@@ -5,12 +5,14 @@
 mod harness;
 
 mod admin;
+mod capture;
 mod cli;
 mod compat;
 mod engine;
 mod errors;
 mod http;
 mod models;
+mod serve;
 mod server;
 mod streaming;
 mod transcribe;

@@ -104,6 +104,9 @@ pub struct SessionDeps {
     pub capture: Option<CaptureStore>,
     /// Server-wide counters and histograms.
     pub metrics: Arc<ServerMetrics>,
+    /// `logging.log_transcripts`: finals' text goes to the log (off by
+    /// default: transcripts are the users' data).
+    pub log_transcripts: bool,
 }
 
 /// How the server asks a session to stop.

@@ -311,6 +311,14 @@ impl Pipeline {
         } else {
             let split = Agreement::default().finish(&text);
             let update = self.update(&t, split, true, done.start, done.end);
+            if self.deps.log_transcripts {
+                tracing::info!(
+                    start_sec = update.start_sec,
+                    end_sec = update.end_sec,
+                    text = %update.text,
+                    "final"
+                );
+            }
             phases.emit = self.send(update).await?;
             SessionStats::add(&self.stats().finals_sent, 1);
             if self.opts.vad_mode == VadMode::AutoEnd {

@@ -1,0 +1,306 @@
+//! `stt serve` as an operator runs it: a real process, its YAML and flags,
+//! exit codes, log file, signals and audio capture surviving SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use stt::pb;
+use stt::pb::stt_backend_client::SttBackendClient;
+
+use crate::harness::*;
+use crate::server::session_request;
+use crate::streaming::{silence, speech};
+
+/// A running `stt serve` child process.
+struct ServeProcess {
+    child: Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `stt serve` with ephemeral ports and `args`; waits for its
+    /// "serving" log line (which names both addresses).
+    fn start(args: &[&str]) -> Self {
+        let mut child = stt()
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("stt serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains(" serving ") {
+                    let field = |name: &str| -> Option<SocketAddr> {
+                        let rest = line.split(&format!("{name}=")).nth(1)?;
+                        rest.split_whitespace().next()?.parse().ok()
+                    };
+                    if let (Some(g), Some(h)) = (field("grpc"), field("http")) {
+                        tx.send((g, h)).ok();
+                        sent = true;
+                    }
+                }
+                eprintln!("[serve] {line}");
+            }
+        });
+        let (grpc, http) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("stt serve logs its addresses");
+        Self { child, grpc, http }
+    }
+
+    async fn client(&self) -> SttBackendClient<tonic::transport::Channel> {
+        SttBackendClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect")
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn wait(mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("stt serve did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).expect("write");
+    path.to_path_buf()
+}
+
+/// `stt serve --config <yaml>` that must fail at start; its stderr.
+fn bad_config(name: &str, yaml: &str) -> String {
+    let path = write(&scratch().join(format!("{name}.yaml")), yaml);
+    let out = run_stt(&["serve", "--config", path.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    stderr
+}
+
+#[test]
+fn config_errors_exit_2_and_name_file_and_key() {
+    let e = bad_config("unknown_key", "server:\n  port: 1\n  max_sesions: 3\n");
+    assert!(e.contains("server.max_sesions"), "{e}");
+    let e = bad_config("wrong_type", "vad:\n  threshold: high\n");
+    assert!(e.contains("vad.threshold"), "{e}");
+    let e = bad_config("negative", "server:\n  max_sessions: -2\n");
+    assert!(e.contains("server.max_sessions"), "{e}");
+    let e = bad_config("negative_f", "server:\n  session_timeout_sec: -1\n");
+    assert!(e.contains("server.session_timeout_sec"), "{e}");
+    let e = bad_config("bad_storage", "storage:\n  queue_max_chunks: 0\n");
+    assert!(e.contains("storage.queue_max_chunks"), "{e}");
+    let e = bad_config("bad_level", "logging:\n  level: LOUD\n");
+    assert!(e.contains("logging.level"), "{e}");
+}
+
+#[tokio::test]
+async fn flags_override_yaml_and_log_to_a_file() {
+    // The file says one session and no metrics line; the flags say more.
+    let dir = scratch().join("serve_flags");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("logs/stt.log");
+    let _ = std::fs::remove_file(&log);
+    let cfg = write(
+        &dir.join("server.yaml"),
+        "server:\n  max_sessions: 1\n  log_metrics: false\nlogging:\n  level: INFO\n",
+    );
+    let server = ServeProcess::start(&[
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--max-sessions",
+        "2",
+        "--log-file",
+        log.to_str().expect("utf-8"),
+        "--log-metrics",
+    ]);
+    let mut client = server.client().await;
+    client
+        .create_session(session_request("a"))
+        .await
+        .expect("first");
+    client
+        .create_session(session_request("b"))
+        .await
+        .expect("second session: --max-sessions 2 beats the YAML's 1");
+    let third = client
+        .create_session(session_request("c"))
+        .await
+        .expect_err("third is over the limit");
+    assert!(third.message().starts_with("ERR1008"), "{third:?}");
+    let health = reqwest::get(format!("http://{}/health", server.http))
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(30)), Some(0));
+    let text = std::fs::read_to_string(&log).expect("log file written");
+    assert!(text.contains("serving"), "{text}");
+    assert!(text.contains("shutdown: complete"), "{text}");
+    // --log-metrics: the summary line (also logged once at shutdown).
+    let line = text
+        .lines()
+        .find(|l| l.contains(" metrics ") && l.contains("final_p50_ms="))
+        .unwrap_or_else(|| panic!("no metrics line in:\n{text}"));
+    assert!(line.contains("sessions="), "{line}");
+    // Plain text: no colour codes in the file.
+    assert!(!text.contains('\u{1b}'), "{text}");
+}
+
+/// Streams `audio` at real time in 100 ms chunks without ever marking the
+/// end, holding the stream open afterwards; returns the results and the
+/// final status once the server ends the stream.
+async fn stream_held_open(
+    mut client: SttBackendClient<tonic::transport::Channel>,
+    id: &str,
+    audio: Vec<f32>,
+) -> (Vec<pb::SttResult>, tonic::Status) {
+    let chunks: Vec<pb::AudioChunk> = crate::server::chunks(&audio, 100)
+        .into_iter()
+        .map(|pcm16| pb::AudioChunk {
+            pcm16,
+            sample_rate: 16_000,
+            is_final: false,
+            session_id: id.into(),
+            session_token: String::new(),
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sender = tokio::spawn(async move {
+        for c in chunks {
+            if tx.send(c).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Never say the audio is over: only the server may end this stream.
+        tx.closed().await;
+    });
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("session-id", id.parse().expect("ascii"));
+    let mut stream = client
+        .streaming_recognize(req)
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut results = Vec::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(r)) => results.push(r),
+            Ok(None) => break tonic::Status::ok(""),
+            Err(status) => break status,
+        }
+    };
+    sender.abort();
+    (results, status)
+}
+
+#[tokio::test]
+async fn sigterm_mid_utterance_still_delivers_the_final_and_exits_0() {
+    let server = ServeProcess::start(&[]);
+    let mut client = server.client().await;
+    client
+        .create_session(session_request("term"))
+        .await
+        .expect("session");
+    let text = "Please send the quarterly report to the finance team before Friday.";
+    let audio = speech("serve_term", text);
+    let streaming = tokio::spawn(stream_held_open(client, "term", audio));
+    // Mid-sentence: about two seconds of speech sent, no pause yet.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    server.signal("TERM");
+    let (results, status) = tokio::time::timeout(Duration::from_secs(30), streaming)
+        .await
+        .expect("stream ends")
+        .expect("task");
+    assert_eq!(status.code(), tonic::Code::Ok, "{status:?}");
+    let finals: Vec<&str> = results
+        .iter()
+        .filter(|r| r.is_final)
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(finals.len(), 1, "{results:?}");
+    // What was said before the signal is in the final.
+    assert!(
+        word_recall("Please send the quarterly report", finals[0]) >= 0.6,
+        "{finals:?}"
+    );
+    assert_eq!(server.wait(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test]
+async fn capture_survives_sigkill_mid_session() {
+    let dir = scratch().join("capture_kill");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = write(
+        &scratch().join("capture_kill.yaml"),
+        &format!(
+            "storage:\n  persist_audio: true\n  directory: {:?}\n",
+            dir.display().to_string()
+        ),
+    );
+    let server = ServeProcess::start(&["--config", cfg.to_str().expect("utf-8")]);
+    let mut client = server.client().await;
+    client
+        .create_session(session_request("killed"))
+        .await
+        .expect("session");
+    let mut audio = speech(
+        "serve_kill",
+        "This call may be recorded for quality purposes.",
+    );
+    audio.extend(silence(5.0));
+    let streaming = tokio::spawn(stream_held_open(client, "killed", audio));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.signal("KILL");
+    let _ = tokio::time::timeout(Duration::from_secs(10), streaming).await;
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("capture directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let clip = stt::audio::wav::read_wav(&files[0]).expect("readable WAV after SIGKILL");
+    let sec = clip.duration_sec();
+    assert!((1.0..=3.0).contains(&sec), "captured {sec:.2} s");
+}
