@@ -11,6 +11,9 @@ measured from the first voiced sample.
 
   scripts/bench-latency.py --server 127.0.0.1:50051 --streams 1 --rounds 3
   scripts/bench-latency.py --streams 4 --sentences 3      # concurrency
+  scripts/bench-latency.py --streams 4 --probe-http 127.0.0.1:8000
+      # also time GET /metrics and /health every 50 ms while the streams
+      # keep the decode workers saturated
 """
 
 import argparse
@@ -21,6 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 import wave
 from concurrent.futures import ThreadPoolExecutor
 
@@ -85,6 +91,43 @@ def run_stream(stt, server, path, spans, vad_silence):
     return {"e2f": e2f, "finals": len(finals), "first_partial": first_partial}
 
 
+class HttpProbe(threading.Thread):
+    """Times GET requests to the control plane until stopped."""
+
+    def __init__(self, addr, paths=("/metrics", "/health"), every=0.05):
+        super().__init__(daemon=True)
+        self.addr, self.paths, self.every = addr, paths, every
+        self.times = {p: [] for p in paths}
+        self.failures = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            for p in self.paths:
+                t0 = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(f"http://{self.addr}{p}", timeout=5) as r:
+                        r.read()
+                except urllib.error.HTTPError as e:
+                    e.read()  # /health may say 500; it still answered
+                except OSError:
+                    self.failures += 1
+                    continue
+                self.times[p].append(time.perf_counter() - t0)
+            self.stop.wait(self.every)
+
+    def report(self):
+        out = {"failures": self.failures}
+        for p, v in self.times.items():
+            out[p] = {
+                "n": len(v),
+                "p50_ms": round(pct(v, 50) * 1000, 2),
+                "p99_ms": round(pct(v, 99) * 1000, 2),
+                "max_ms": round(max(v) * 1000, 2) if v else None,
+            }
+        return out
+
+
 def pct(values, p):
     values = sorted(values)
     if not values:
@@ -102,6 +145,7 @@ def main():
     ap.add_argument("--sentences", type=int, default=1, help="sentences per stream")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--vad-silence", type=float, default=0.5)
+    ap.add_argument("--probe-http", metavar="HOST:PORT", help="time /metrics and /health while streaming")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
@@ -113,6 +157,9 @@ def main():
                 batch.append(build_stream(texts, tmp, f"r{r}s{s}"))
             jobs.append(batch)
         e2f, firsts, errors, finals = [], [], [], 0
+        probe = HttpProbe(args.probe_http) if args.probe_http else None
+        if probe:
+            probe.start()
         for r, batch in enumerate(jobs):
             with ThreadPoolExecutor(max_workers=args.streams) as ex:
                 outs = list(ex.map(lambda b: run_stream(args.stt, args.server, b[0], b[1], args.vad_silence), batch))
@@ -125,6 +172,9 @@ def main():
                 if o["first_partial"] is not None:
                     firsts.append(o["first_partial"])
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        if probe:
+            probe.stop.set()
+            probe.join()
     report = {
         "streams": args.streams,
         "sentences_per_stream": args.sentences,
@@ -141,6 +191,8 @@ def main():
             "n": len(firsts),
         },
     }
+    if probe:
+        report["http_under_load"] = probe.report()
     print(json.dumps(report, indent=2))
 
 

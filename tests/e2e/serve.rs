@@ -25,6 +25,10 @@ impl ServeProcess {
     /// Starts `stt serve` with ephemeral ports and `args`; waits for its
     /// "serving" log line (which names both addresses).
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = stt()
             .args([
                 "serve",
@@ -36,6 +40,7 @@ impl ServeProcess {
                 "0",
             ])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -143,15 +148,18 @@ async fn flags_override_yaml_and_log_to_a_file() {
         &dir.join("server.yaml"),
         "server:\n  max_sessions: 1\n  log_metrics: false\nlogging:\n  level: INFO\n",
     );
-    let server = ServeProcess::start(&[
-        "--config",
-        cfg.to_str().expect("utf-8"),
-        "--max-sessions",
-        "2",
-        "--log-file",
-        log.to_str().expect("utf-8"),
-        "--log-metrics",
-    ]);
+    let server = ServeProcess::start_with_env(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--max-sessions",
+            "2",
+            "--log-file",
+            log.to_str().expect("utf-8"),
+            "--log-metrics",
+        ],
+        &[("STT_ENABLE_GPU_METRICS", "1")],
+    );
     let mut client = server.client().await;
     client
         .create_session(session_request("a"))
@@ -170,6 +178,22 @@ async fn flags_override_yaml_and_log_to_a_file() {
         .await
         .expect("health");
     assert_eq!(health.status().as_u16(), 200);
+    // GPU figures were asked for: devices where NVML exists, else the reason.
+    let system: serde_json::Value = reqwest::get(format!("http://{}/system", server.http))
+        .await
+        .expect("system")
+        .json()
+        .await
+        .expect("json");
+    let gpu = &system["gpu"];
+    assert_eq!(gpu["enabled"], true, "{gpu}");
+    match gpu["available"].as_bool() {
+        Some(true) => assert!(gpu["devices"].as_array().is_some(), "{gpu}"),
+        _ => assert!(
+            gpu["reason"].as_str().is_some_and(|r| r.contains("NVML")),
+            "{gpu}"
+        ),
+    }
 
     server.signal("TERM");
     assert_eq!(server.wait(Duration::from_secs(30)), Some(0));

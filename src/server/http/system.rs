@@ -1,8 +1,10 @@
 //! `GET /system`: process and host resources — CPU, memory, threads — from
-//! `sysinfo`. GPU figures are only attempted with `STT_ENABLE_GPU_METRICS=1`
-//! and report why they are absent (this build has no NVML binding).
+//! `sysinfo`. GPU figures come from NVML (`nvml-wrapper`, which loads
+//! `libnvidia-ml.so` at run time, so the binary has no NVIDIA dependency) and
+//! are only attempted with `STT_ENABLE_GPU_METRICS=1`; without a driver the
+//! section says why it is empty.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use axum::extract::State;
 use axum::Json;
@@ -77,7 +79,43 @@ fn gpu() -> Value {
     if !enabled {
         return json!({"enabled": false});
     }
-    json!({"enabled": true, "available": false, "reason": "this build has no NVML binding"})
+    // Loading the library and initialising NVML costs tens of ms: once.
+    static NVML: OnceLock<Result<nvml_wrapper::Nvml, String>> = OnceLock::new();
+    let nvml = match NVML.get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| e.to_string())) {
+        Ok(n) => n,
+        Err(why) => {
+            return json!({
+                "enabled": true,
+                "available": false,
+                "reason": format!("NVML unavailable (no NVIDIA driver?): {why}"),
+            })
+        }
+    };
+    let count = match nvml.device_count() {
+        Ok(n) => n,
+        Err(e) => return json!({"enabled": true, "available": false, "reason": e.to_string()}),
+    };
+    let devices: Vec<Value> = (0..count)
+        .map(|i| match nvml.device_by_index(i) {
+            Ok(d) => {
+                use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+                let util = d.utilization_rates().ok();
+                let mem = d.memory_info().ok();
+                json!({
+                    "index": i,
+                    "name": d.name().ok(),
+                    "utilization_percent": util.as_ref().map(|u| u.gpu),
+                    "memory_utilization_percent": util.as_ref().map(|u| u.memory),
+                    "memory_used_bytes": mem.as_ref().map(|m| m.used),
+                    "memory_total_bytes": mem.as_ref().map(|m| m.total),
+                    "temperature_c": d.temperature(TemperatureSensor::Gpu).ok(),
+                    "power_watts": d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
+                })
+            }
+            Err(e) => json!({"index": i, "error": e.to_string()}),
+        })
+        .collect();
+    json!({"enabled": true, "available": true, "devices": devices})
 }
 
 pub async fn system(State(s): State<AppState>) -> Json<Value> {
