@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export GGML_NO_BACKTRACE=1
 
+# Deployment files (docker/, k8s/): linters from PyPI in their own venv, and
+# the ConfigMap through the binary setup.sh just built.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+STT_BIN="$target_dir/release/stt" scripts/lint-deploy.sh
+
 # The wire-compatibility test drives the server with a Python client whose
 # stubs grpcio-tools generates from proto/stt.proto — another toolchain, as
 # the original's clients use. It lives in a throwaway venv outside the
