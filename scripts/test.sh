@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: set up (idempotent), then run the whole test suite —
-# formatting, lints, unit tests and the end-to-end tests against the real
-# models. CI runs exactly this (.ci/run).
+# formatting, lints, the deployment files (scripts/lint-deploy.sh), unit
+# tests and the end-to-end tests against the real models. CI runs exactly
+# this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
