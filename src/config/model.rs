@@ -55,6 +55,9 @@ pub struct ModelSection {
     pub task: String,
     /// Profile used when a session asks for none.
     pub default_decode_profile: String,
+    /// More models (names or ggml paths) loaded at start beside the default,
+    /// for sessions that pick one with the `model_id` attribute. (Ours.)
+    pub preload: Vec<String>,
 }
 
 impl Default for ModelSection {
@@ -71,8 +74,17 @@ impl Default for ModelSection {
             languages: None,
             task: "transcribe".into(),
             default_decode_profile: "realtime".into(),
+            preload: Vec::new(),
         }
     }
+}
+
+/// A code (or BCP-47 tag such as `de-AT`) whose primary part Whisper knows.
+fn known_language(code: &str) -> bool {
+    let primary = code.trim().split(['-', '_']).next().unwrap_or_default();
+    !primary.is_empty()
+        && primary.chars().all(|c| c.is_ascii_alphabetic())
+        && whisper_rs::get_lang_id(&primary.to_ascii_lowercase()).is_some()
 }
 
 /// One entry of `decode_profiles:`.
@@ -177,6 +189,31 @@ impl ModelFile {
                 !langs.is_empty(),
                 "model.languages",
                 "must list at least one code, or be null",
+            );
+            for l in langs {
+                c.check(
+                    known_language(l),
+                    "model.languages",
+                    format!("{l:?} is not a language code Whisper knows"),
+                );
+            }
+        }
+        if let Some(l) = m
+            .language
+            .as_deref()
+            .filter(|l| !l.is_empty() && *l != "auto")
+        {
+            c.check(
+                known_language(l),
+                "model.language",
+                format!("{l:?} is not a language code Whisper knows"),
+            );
+        }
+        for p in &m.preload {
+            c.check(
+                !p.trim().is_empty(),
+                "model.preload",
+                "entries must be model names or paths",
             );
         }
         for (name, p) in &self.decode_profiles {

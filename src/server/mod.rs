@@ -76,10 +76,28 @@ impl BoundServer {
             ..EngineConfig::new(settings.model_path.clone())
         };
         let default_id = crate::models::store::model_id(&settings.model_path);
-        let models =
-            tokio::task::spawn_blocking(move || ModelRegistry::start(default_id, engine_cfg))
-                .await
-                .context("model loading task failed")??;
+        let preload: Vec<(String, std::path::PathBuf)> = settings
+            .model
+            .model
+            .preload
+            .iter()
+            .map(|name| {
+                let path = crate::models::store::resolve_model(name);
+                (crate::models::store::model_id(&path), path)
+            })
+            .filter(|(id, _)| *id != default_id)
+            .collect();
+        let models = tokio::task::spawn_blocking(move || {
+            let models = ModelRegistry::start(default_id, engine_cfg)?;
+            for (id, path) in preload {
+                models
+                    .load_now(id.clone(), path)
+                    .with_context(|| format!("cannot preload model {id:?} (model.preload)"))?;
+            }
+            anyhow::Ok(models)
+        })
+        .await
+        .context("model loading task failed")??;
 
         let v = &settings.server.vad;
         let vad_cfg = VadConfig {

@@ -141,6 +141,29 @@ impl ModelRegistry {
         })
     }
 
+    /// Loads model `id` from `path` now (blocking), with the default's
+    /// worker settings: `model.preload` at start.
+    pub fn load_now(&self, id: String, path: PathBuf) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let engine = Engine::start(EngineConfig {
+            model_path: path.clone(),
+            ..self.inner.template.clone()
+        })?;
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Slot {
+                path,
+                state: State::Ready(engine),
+                in_use: Arc::new(AtomicUsize::new(0)),
+                generation,
+                since: SystemTime::now(),
+                load_ms: Some(started.elapsed().as_millis() as u64),
+            },
+        );
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Slot>> {
         // Entries are replaced whole; a panic elsewhere cannot tear one.
         self.inner.models.lock().unwrap_or_else(|e| e.into_inner())

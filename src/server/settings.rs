@@ -195,8 +195,27 @@ impl Settings {
             profile: Profile::parse(&m.default_decode_profile).unwrap_or(Profile::Realtime),
             require_api_key: self.server.server.require_api_key,
             multilingual: false,
+            languages: language_weights(m.languages.as_deref()),
+            model_id: String::new(),
+            multilingual_models: Vec::new(),
         }
     }
+}
+
+/// `model.languages` as (code, times listed), in first-listed order; codes
+/// were checked when the file was loaded. `None` when unset or empty.
+fn language_weights(langs: Option<&[String]>) -> Option<std::sync::Arc<[(String, u32)]>> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for l in langs.unwrap_or_default() {
+        let Some(code) = crate::server::engine::normalize_language(l) else {
+            continue;
+        };
+        match out.iter_mut().find(|(c, _)| c == code) {
+            Some((_, n)) => *n += 1,
+            None => out.push((code.to_string(), 1)),
+        }
+    }
+    (!out.is_empty()).then(|| out.into())
 }
 
 fn apply_flags(a: &ServeArgs, f: &mut ServerFile, m: &mut ModelFile) -> anyhow::Result<()> {
@@ -257,7 +276,9 @@ fn apply_flags(a: &ServeArgs, f: &mut ServerFile, m: &mut ModelFile) -> anyhow::
         mm.compute_type = v.clone();
     }
     if let Some(v) = &a.language {
+        // The flag sets the language of sessions that ask for none.
         mm.language = Some(v.clone());
+        mm.language_fix = true;
     }
     if let Some(v) = a.model_pool_size {
         mm.pool_size = v;

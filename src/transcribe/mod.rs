@@ -113,6 +113,7 @@ fn decode_params(args: &TranscribeArgs, models: &ModelFile) -> anyhow::Result<De
     Ok(DecodeParams {
         profile: profile.clone(),
         language,
+        candidates: None,
         task,
         audio_ctx: args.audio_ctx,
     })

@@ -12,6 +12,7 @@ mod engine;
 mod errors;
 mod http;
 mod models;
+mod multilingual;
 mod serve;
 mod server;
 mod streaming;

@@ -1,5 +1,7 @@
 //! [`DecodeParams`] (what a caller asks for) → whisper-rs `FullParams`.
 
+use std::sync::Arc;
+
 use whisper_rs::{FullParams, SamplingStrategy};
 
 use crate::config::DecodeProfileConfig;
@@ -36,6 +38,9 @@ pub struct DecodeParams {
     pub profile: DecodeProfileConfig,
     /// `None` = detect (multilingual models); English-only models use `en`.
     pub language: Option<String>,
+    /// `model.languages`: when detecting, choose among these codes only,
+    /// each weighted by how often it was listed. `None` = any language.
+    pub candidates: Option<Arc<[(String, u32)]>>,
     pub task: Task,
     /// Encoder window in mel frames; `None` = the profile's (0 = full 30 s).
     pub audio_ctx: Option<usize>,
@@ -47,6 +52,7 @@ impl DecodeParams {
         Self {
             profile,
             language: None,
+            candidates: None,
             task: Task::Transcribe,
             audio_ctx: None,
         }

@@ -19,6 +19,9 @@ const MIN_SAMPLES: usize = 16_000 + 1_600;
 
 pub(super) struct Worker {
     state: WhisperState,
+    /// Used only for language detection (multilingual models), so its
+    /// encoder window is always the full one; see `Engine::start`.
+    detector: Option<WhisperState>,
     multilingual: bool,
     threads: usize,
     busy: Arc<AtomicUsize>,
@@ -27,12 +30,14 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         state: WhisperState,
+        detector: Option<WhisperState>,
         multilingual: bool,
         threads: usize,
         busy: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             state,
+            detector,
             multilingual,
             threads,
             busy,
@@ -151,7 +156,13 @@ impl Worker {
             }
             return Ok((lang, 1.0));
         }
-        if let Some(lang) = &p.language {
+        // One allowed language (however often listed) needs no detection.
+        let forced = p.language.clone().or_else(|| {
+            let c = p.candidates.as_deref()?;
+            let first = &c.first()?.0;
+            c.iter().all(|(l, _)| l == first).then(|| first.clone())
+        });
+        if let Some(lang) = &forced {
             if whisper_rs::get_lang_id(lang).is_none() {
                 return Err(EngineError::Language {
                     language: lang.clone(),
@@ -160,18 +171,41 @@ impl Worker {
             }
             return Ok((lang.clone(), 1.0));
         }
-        self.state
+        let detector = self.detector.as_mut().unwrap_or(&mut self.state);
+        detector
             .pcm_to_mel(audio, self.threads)
             .map_err(|e| EngineError::Decode(format!("mel spectrogram: {e}")))?;
-        let (id, probs) = self
-            .state
+        let (id, probs) = detector
             .lang_detect(0, self.threads)
             .map_err(|e| EngineError::Decode(format!("language detection: {e}")))?;
         let code = whisper_rs::get_lang_str(id)
             .ok_or_else(|| EngineError::Decode(format!("language detection returned id {id}")))?;
         let prob = probs.get(id as usize).copied().unwrap_or(0.0);
-        Ok((code.to_string(), prob))
+        match &p.candidates {
+            Some(c) if !c.is_empty() => {
+                Ok(choose_candidate(c, &probs).unwrap_or_else(|| (code.to_string(), prob)))
+            }
+            _ => Ok((code.to_string(), prob)),
+        }
     }
+}
+
+/// `model.languages`: the allowed language whose detection probability,
+/// times its weight, is highest; its probability is reported relative to
+/// the allowed languages only. `None` when no candidate is a known code.
+fn choose_candidate(candidates: &[(String, u32)], probs: &[f32]) -> Option<(String, f32)> {
+    let scored: Vec<(&str, f32, f32)> = candidates
+        .iter()
+        .filter_map(|(code, weight)| {
+            let id = whisper_rs::get_lang_id(code)?;
+            let p = probs.get(usize::try_from(id).ok()?).copied()?;
+            Some((code.as_str(), p, p * *weight as f32))
+        })
+        .collect();
+    let best = scored.iter().max_by(|a, b| a.2.total_cmp(&b.2))?;
+    let mass: f32 = scored.iter().map(|s| s.1).sum();
+    let prob = if mass > 0.0 { best.1 / mass } else { 0.0 };
+    Some((best.0.to_string(), prob))
 }
 
 /// Next job, finals first; `None` when the engine has shut down.

@@ -84,6 +84,14 @@ impl SttBackend for Backend {
                 .lease(req.attributes.get(MODEL_ID_ATTRIBUTE).map(String::as_str))?;
             let defaults = Defaults {
                 multilingual: model.engine().multilingual(),
+                model_id: model.id().to_string(),
+                multilingual_models: self
+                    .models
+                    .list()
+                    .into_iter()
+                    .filter(|m| m.status == "ready" && m.multilingual == Some(true))
+                    .map(|m| m.id)
+                    .collect(),
                 ..self.defaults.clone()
             };
             let mut opts = SessionOptions::resolve(req, &defaults)?;

@@ -3,6 +3,7 @@
 //! every value and picks the error code a client sees for a bad one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::{ErrorCode, SttError};
 use crate::server::engine::{self, Task};
@@ -71,8 +72,14 @@ pub struct Defaults {
     pub profile: Profile,
     /// The server demands an API key from every session.
     pub require_api_key: bool,
-    /// The default model understands languages other than English.
+    /// The session's model understands languages other than English.
     pub multilingual: bool,
+    /// `model.languages`: codes detection may choose from, with weights.
+    pub languages: Option<Arc<[(String, u32)]>>,
+    /// The session's model, and the loaded models that are multilingual
+    /// (named when a request needs one).
+    pub model_id: String,
+    pub multilingual_models: Vec<String>,
 }
 
 /// Settings a session runs with.
@@ -85,6 +92,8 @@ pub struct SessionOptions {
     pub vad_threshold: f64,
     /// `None` = detect per utterance.
     pub language: Option<String>,
+    /// When detecting: the languages to choose among (`model.languages`).
+    pub candidates: Option<Arc<[(String, u32)]>>,
     pub task: Task,
     pub profile: Profile,
     pub token_required: bool,
@@ -162,9 +171,7 @@ impl SessionOptions {
 
         let task = req.task.unwrap_or(d.task);
         let asked = req.language.trim();
-        let language = if d.language_fix || asked.is_empty() || asked.eq_ignore_ascii_case("auto") {
-            d.language.clone()
-        } else {
+        let language = if !asked.is_empty() && !asked.eq_ignore_ascii_case("auto") {
             match engine::normalize_language(asked) {
                 Some(code) => Some(code.to_string()),
                 None => {
@@ -174,28 +181,50 @@ impl SessionOptions {
                     ))
                 }
             }
+        } else if d.language_fix {
+            // model.language applies to sessions that ask for none.
+            d.language.clone()
+        } else {
+            None
         };
         if !d.multilingual {
+            let which = if d.multilingual_models.is_empty() {
+                "no multilingual model is loaded (start the server with --model base, or load one with POST /admin/load_model)".to_string()
+            } else {
+                format!(
+                    "pick a multilingual model with the model_id attribute: {}",
+                    d.multilingual_models.join(", ")
+                )
+            };
             if let Some(lang) = language.as_deref().filter(|l| *l != "en") {
                 return Err(SttError::new(
                     ErrorCode::Err1010,
                     format!(
-                        "language {lang:?} needs a multilingual model; this session's model is English-only"
+                        "language {lang:?} needs a multilingual model; {} is English-only; {which}",
+                        d.model_id
                     ),
                 ));
             }
             if task == Task::Translate {
                 return Err(SttError::new(
                     ErrorCode::Err1010,
-                    "task translate needs a multilingual model; this session's model is English-only",
+                    format!(
+                        "task translate needs a multilingual model; {} is English-only; {which}",
+                        d.model_id
+                    ),
                 ));
             }
         }
         // An English-only model transcribes English; say so in the echo.
-        let language = if d.multilingual {
-            language
+        let (language, candidates) = if d.multilingual {
+            let candidates = if language.is_none() {
+                d.languages.clone()
+            } else {
+                None
+            };
+            (language, candidates)
         } else {
-            Some("en".to_string())
+            (Some("en".to_string()), None)
         };
 
         Ok(Self {
@@ -205,6 +234,7 @@ impl SessionOptions {
             vad_silence,
             vad_threshold,
             language,
+            candidates,
             task,
             profile: req.profile.unwrap_or(d.profile),
             token_required: req.require_token,
@@ -227,6 +257,9 @@ mod tests {
             profile: Profile::Realtime,
             require_api_key: false,
             multilingual: true,
+            languages: None,
+            model_id: "base".into(),
+            multilingual_models: vec!["base".into()],
         }
     }
 

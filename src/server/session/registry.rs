@@ -193,6 +193,7 @@ mod tests {
             vad_silence: 0.5,
             vad_threshold: 0.5,
             language: None,
+            candidates: None,
             task: Task::Transcribe,
             profile: Profile::Realtime,
             token_required: token,

@@ -28,6 +28,9 @@ pub(super) struct InFlight {
     pub(super) start: u64,
     pub(super) end: u64,
     pub(super) buffer_wait: Duration,
+    /// The utterance's detected language was reused (with this detection
+    /// probability) instead of detecting again.
+    pub(super) reused: Option<f32>,
     pub(super) cancel: CancellationToken,
     pub(super) fut: BoxFuture<'static, Result<Transcript, ScheduleError>>,
 }
@@ -37,6 +40,7 @@ pub(super) struct FinalDone {
     start: u64,
     end: u64,
     buffer_wait: Duration,
+    reused: Option<f32>,
     result: Result<Transcript, ScheduleError>,
 }
 
@@ -60,6 +64,7 @@ impl Pipeline {
             start,
             end,
             buffer_wait,
+            reused,
             fut,
             ..
         } = spec;
@@ -68,6 +73,7 @@ impl Pipeline {
                 start,
                 end,
                 buffer_wait,
+                reused,
                 result: fut.await,
             }
         }));
@@ -114,7 +120,7 @@ impl Pipeline {
         }
         let buffer_wait = self.buffer_wait(end);
         let cancel = self.cancel.child_token();
-        let params = self.params(self.opts.profile);
+        let (params, reused) = self.params(self.opts.profile);
         if let Some(ticket) =
             self.deps
                 .scheduler
@@ -125,23 +131,37 @@ impl Pipeline {
                 start,
                 end,
                 buffer_wait,
+                reused,
                 cancel,
                 fut: Box::pin(ticket.wait()),
             });
         }
     }
 
-    fn params(&self, profile: Profile) -> DecodeParams {
+    /// Decode parameters, and the detection probability when the current
+    /// utterance's detected language is reused: whisper.cpp's detection is
+    /// an extra encoder pass, so it runs once per utterance, not per decode.
+    fn params(&self, profile: Profile) -> (DecodeParams, Option<f32>) {
         let cfg = match profile {
             Profile::Realtime => self.deps.realtime.clone(),
             Profile::Accurate => self.deps.accurate.clone(),
         };
-        DecodeParams {
+        let (language, reused) = match (&self.opts.language, &self.detected) {
+            (Some(l), _) => (Some(l.clone()), None),
+            (None, Some((l, p))) => (Some(l.clone()), Some(*p)),
+            (None, None) => (None, None),
+        };
+        let params = DecodeParams {
             profile: cfg,
-            language: self.opts.language.clone(),
+            candidates: language
+                .is_none()
+                .then(|| self.opts.candidates.clone())
+                .flatten(),
+            language,
             task: self.opts.task,
             audio_ctx: None,
-        }
+        };
+        (params, reused)
     }
 
     fn in_flight(&self) -> usize {
@@ -192,7 +212,7 @@ impl Pipeline {
         }
         let buffer_wait = self.buffer_wait(end);
         let cancel = self.cancel.child_token();
-        let params = self.params(Profile::Realtime);
+        let (params, reused) = self.params(Profile::Realtime);
         if let Some(ticket) =
             self.deps
                 .scheduler
@@ -203,6 +223,7 @@ impl Pipeline {
                 start,
                 end,
                 buffer_wait,
+                reused,
                 cancel,
                 fut: Box::pin(ticket.wait()),
             });
@@ -233,7 +254,7 @@ impl Pipeline {
             }
         }
         let buffer_wait = self.buffer_wait(end);
-        let params = self.params(self.opts.profile);
+        let (params, reused) = self.params(self.opts.profile);
         let ticket = self
             .deps
             .scheduler
@@ -250,6 +271,7 @@ impl Pipeline {
                 start,
                 end,
                 buffer_wait,
+                reused,
                 result: ticket.wait().await,
             }
         }));
@@ -284,10 +306,13 @@ impl Pipeline {
             .utterance
             .as_ref()
             .is_some_and(|u| u.id == job.utterance);
+        if current && self.opts.language.is_none() && self.detected.is_none() {
+            self.detected = Some((t.language.clone(), t.language_probability));
+        }
         let text = t.text();
         if current && !text.is_empty() {
             let split = self.agreement.partial(&text);
-            let update = self.update(&t, split, false, job.start, job.end);
+            let update = self.update(&t, job.reused, split, false, job.start, job.end);
             phases.emit = self.send(update).await?;
             SessionStats::add(&self.stats().partials_sent, 1);
         }
@@ -310,7 +335,7 @@ impl Pipeline {
             self.auto_waiting = false;
         } else {
             let split = Agreement::default().finish(&text);
-            let update = self.update(&t, split, true, done.start, done.end);
+            let update = self.update(&t, done.reused, split, true, done.start, done.end);
             if self.deps.log_transcripts {
                 tracing::info!(
                     start_sec = update.start_sec,
@@ -337,7 +362,18 @@ impl Pipeline {
         self.deps.metrics.record_decode(kind, &phases, audio_sec);
     }
 
-    fn update(&self, t: &Transcript, split: Split, is_final: bool, start: u64, end: u64) -> Update {
+    /// A result for the client. `reused` is the detection probability when
+    /// the utterance's detected language was reused (whisper.cpp reports a
+    /// forced language as certain).
+    fn update(
+        &self,
+        t: &Transcript,
+        reused: Option<f32>,
+        split: Split,
+        is_final: bool,
+        start: u64,
+        end: u64,
+    ) -> Update {
         Update {
             text: split.text,
             is_final,
@@ -347,7 +383,7 @@ impl Pipeline {
                 .unwrap_or_default()
                 .to_string(),
             language_code: t.language.clone(),
-            probability: f64::from(t.language_probability),
+            probability: f64::from(reused.unwrap_or(t.language_probability)),
             committed_text: split.committed,
             unstable_text: split.unstable,
         }

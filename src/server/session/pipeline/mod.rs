@@ -80,6 +80,9 @@ pub(super) struct Pipeline {
     agreement: Agreement,
     utterance: Option<Utterance>,
     next_utterance: u64,
+    /// The current utterance's detected language and its probability, once
+    /// a decode has detected it (sessions without a language only).
+    detected: Option<(String, f32)>,
     /// At most one partial decode in flight.
     partial: Option<InFlight>,
     /// At most one speculative final in flight.
@@ -142,6 +145,7 @@ impl Pipeline {
             agreement: Agreement::default(),
             utterance: None,
             next_utterance: 0,
+            detected: None,
             partial: None,
             speculative: None,
             finals: FuturesOrdered::new(),
@@ -326,6 +330,7 @@ impl Pipeline {
                     return Ok(());
                 }
                 self.next_utterance += 1;
+                self.detected = None;
                 self.utterance = Some(Utterance {
                     id: self.next_utterance,
                     start,

@@ -1,0 +1,225 @@
+//! Languages on the real multilingual base model (preloaded beside tiny.en):
+//! detection, forcing, translation, refusals and per-session model choice,
+//! with espeak-ng speech in German, French and Spanish.
+
+use std::time::Duration;
+
+use stt::pb;
+
+use crate::harness::*;
+use crate::server::*;
+use crate::streaming::silence;
+
+const DE: &str = "Guten Morgen, ich möchte heute einen Kaffee trinken.";
+const FR: &str = "Bonjour, je voudrais un café, s'il vous plaît.";
+const ES: &str = "Buenos días, quiero comprar una botella de agua.";
+
+/// Speech in espeak's `voice` as 16 kHz samples, with a second of silence
+/// after it so the utterance ends.
+fn speech_in(voice: &str, name: &str, text: &str) -> Vec<f32> {
+    let mut audio = stt::audio::wav::read_wav(&speak(name, voice, text))
+        .expect("espeak WAV reads")
+        .samples;
+    audio.extend(silence(1.0));
+    audio
+}
+
+fn both_models() -> TestServer {
+    TestServer::start(|s| s.model.model.preload = vec!["base".into()])
+}
+
+fn on_base(id: &str) -> pb::SessionRequest {
+    let mut req = session_request(id);
+    req.attributes.insert("model_id".into(), "base".into());
+    req
+}
+
+async fn transcribe(
+    server: &TestServer,
+    req: pb::SessionRequest,
+    audio: &[f32],
+    pace: Duration,
+) -> RawOutcome {
+    let id = req.session_id.clone();
+    let mut client = server.client().await;
+    client.create_session(req).await.expect("session");
+    let out = stream_raw(
+        &mut client,
+        &id,
+        "",
+        audio_chunks(audio, 100, &id, ""),
+        pace,
+    )
+    .await;
+    assert!(
+        out.status
+            .as_ref()
+            .is_none_or(|s| s.code() == tonic::Code::Ok),
+        "{:?}",
+        out.status
+    );
+    out
+}
+
+fn has_any(text: &str, words: &[&str]) -> bool {
+    let got = crate::harness::words(text);
+    words.iter().any(|w| got.contains(&w.to_lowercase()))
+}
+
+#[tokio::test]
+async fn auto_detects_german_french_and_spanish() {
+    let server = both_models();
+    for (voice, text, name, keys) in [
+        ("de", DE, "german", &["morgen", "kaffee"][..]),
+        ("fr", FR, "french", &["bonjour", "café"][..]),
+        ("es", ES, "spanish", &["días", "agua", "botella"][..]),
+    ] {
+        let audio = speech_in(voice, &format!("ml_{voice}"), text);
+        let out = transcribe(
+            &server,
+            on_base(&format!("auto-{voice}")),
+            &audio,
+            Duration::ZERO,
+        )
+        .await;
+        let finals = out.finals();
+        assert_eq!(finals.len(), 1, "{voice}: {:?}", out.results);
+        let f = finals[0];
+        assert_eq!(f.language_code, voice, "{f:?}");
+        assert_eq!(f.language, name, "{f:?}");
+        assert!(
+            f.probability > 0.5,
+            "{voice}: probability {}",
+            f.probability
+        );
+        assert!(has_any(&f.text, keys), "{voice}: {:?}", f.text);
+    }
+}
+
+#[tokio::test]
+async fn forced_language_skips_detection() {
+    let server = both_models();
+    let audio = speech_in("de", "ml_de", DE);
+    let mut req = on_base("forced-de");
+    req.language_code = "de".into();
+    let out = transcribe(&server, req, &audio, Duration::ZERO).await;
+    let f = out.finals()[0];
+    assert_eq!(f.language_code, "de");
+    // A forced language is not a guess.
+    assert_eq!(f.probability, 1.0);
+    assert!(has_any(&f.text, &["morgen", "kaffee"]), "{:?}", f.text);
+}
+
+#[tokio::test]
+#[ignore = "open: sessions on base get no partials in this test (finals are right); under investigation for issue 8"]
+async fn partials_of_a_long_utterance_share_the_finals_language() {
+    // Frequent partials over a ~7 s German utterance streamed at real time:
+    // detection runs once and every result carries the same language.
+    let server = TestServer::start(|s| {
+        s.model.model.preload = vec!["base".into()];
+        s.server.server.partial_decode_interval_sec = 1.0;
+    });
+    let mut audio = stt::audio::wav::read_wav(&speak("ml_de", "de", DE))
+        .expect("wav")
+        .samples;
+    audio.extend(silence(0.2));
+    audio.extend(speech_in("de", "ml_de", DE));
+    // A pause-tolerant session keeps both sentences in one utterance.
+    let mut req = on_base("long-de");
+    req.vad_silence = 1.2;
+    let out = transcribe(&server, req, &audio, Duration::from_millis(100)).await;
+    let finals = out.finals();
+    assert!(!finals.is_empty(), "{:?}", out.results);
+    let partials = out.partials();
+    assert!(!partials.is_empty(), "no partials: {:?}", out.results);
+    for r in out.results.iter() {
+        assert_eq!(r.language_code, "de", "{r:?}");
+        assert!(r.probability > 0.5, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn translates_german_and_spanish_to_english() {
+    let server = both_models();
+    for (voice, text, english, source) in [
+        (
+            "de",
+            DE,
+            &["coffee", "morning"][..],
+            &["kaffee", "morgen", "möchte"][..],
+        ),
+        (
+            "es",
+            ES,
+            &["water", "bottle", "buy"][..],
+            &["agua", "botella", "comprar"][..],
+        ),
+    ] {
+        let audio = speech_in(voice, &format!("ml_{voice}"), text);
+        let mut req = on_base(&format!("translate-{voice}"));
+        req.task = pb::Task::Translate as i32;
+        let out = transcribe(&server, req, &audio, Duration::ZERO).await;
+        let text = out.final_text();
+        assert!(has_any(&text, english), "{voice}: {text:?}");
+        assert!(
+            !has_any(&text, source),
+            "{voice} left untranslated: {text:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_what_can_do_it() {
+    let server = both_models();
+    // German on the English-only model: ERR1010 naming base.
+    let mut req = session_request("de-on-tiny");
+    req.attributes.insert("model_id".into(), "tiny.en".into());
+    req.language_code = "de".into();
+    let e = create_err(&server, req).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("ERR1010"), "{e:?}");
+    assert!(e.message().contains("base"), "{e:?}");
+    // Translation on the English-only default.
+    let mut req = session_request("translate-on-tiny");
+    req.task = pb::Task::Translate as i32;
+    let e = create_err(&server, req).await;
+    assert!(e.message().starts_with("ERR1010"), "{e:?}");
+    assert!(e.message().contains("base"), "{e:?}");
+    // A code Whisper does not know, on the multilingual model.
+    let mut req = on_base("klingon");
+    req.language_code = "tlh".into();
+    let e = create_err(&server, req).await;
+    assert!(e.message().starts_with("ERR1010"), "{e:?}");
+    // A model that is not loaded: the loaded ids are named.
+    let mut req = session_request("large");
+    req.attributes.insert("model_id".into(), "large-v3".into());
+    let e = create_err(&server, req).await;
+    assert!(e.message().starts_with("ERR1010"), "{e:?}");
+    assert!(
+        e.message().contains("tiny.en") && e.message().contains("base"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_sessions_at_once_each_on_its_own_model() {
+    let server = both_models();
+    let english = "Please call me back tomorrow afternoon.";
+    let mut en_audio = crate::streaming::speech("ml_en", english);
+    en_audio.extend(silence(1.0));
+    let de_audio = speech_in("de", "ml_de", DE);
+    let pace = Duration::from_millis(100);
+    let (en, de) = tokio::join!(
+        transcribe(&server, session_request("both-en"), &en_audio, pace),
+        transcribe(&server, on_base("both-de"), &de_audio, pace),
+    );
+    let en_final = en.finals()[0].clone();
+    assert_eq!(en_final.language_code, "en");
+    assert_words(english, &en_final.text, 0.7);
+    let de_final = de.finals()[0].clone();
+    assert_eq!(de_final.language_code, "de");
+    assert!(
+        has_any(&de_final.text, &["morgen", "kaffee"]),
+        "{de_final:?}"
+    );
+}
