@@ -155,7 +155,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub ramp_steps: usize,
     /// Seconds between two ramp batches.
-    #[arg(long, value_name = "SEC", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "SEC",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub ramp_interval_sec: f64,
     /// Pace the audio at real time, like a live source [default: as fast as
     /// the server takes it].
