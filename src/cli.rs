@@ -26,8 +26,9 @@ pub enum Command {
     Mic(NotYet),
     /// Send a whole WAV file as one chunk (accurate profile).
     Batch(BatchArgs),
-    /// Load-test a server.
-    Bench(NotYet),
+    /// Load-test a server: many concurrent sessions, per-session logs and a
+    /// latency summary; exits non-zero when any session fails.
+    Bench(BenchArgs),
     /// Terminal dashboard of a server's metrics.
     Dashboard(NotYet),
     /// Provision, import and check Whisper models.
@@ -134,6 +135,75 @@ pub struct BatchArgs {
     /// One JSON object per result line (and one for the metrics) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `stt bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Concurrent sessions (each channel runs its iterations one after another).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub channels: usize,
+    /// Measured sessions per channel.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub iterations: usize,
+    /// Sessions per channel run first and left out of the logs and the summary.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_iterations: usize,
+    /// Start the channels in this many batches instead of all at once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub ramp_steps: usize,
+    /// Seconds between two ramp batches.
+    #[arg(
+        long,
+        value_name = "SEC",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub ramp_interval_sec: f64,
+    /// Pace the audio at real time, like a live source [default: as fast as
+    /// the server takes it].
+    #[arg(long)]
+    pub realtime: bool,
+    /// Milliseconds of audio per chunk [default: the YAML's chunk_ms, else 100].
+    #[arg(long, value_name = "MS")]
+    pub chunk_ms: Option<u64>,
+    /// A WAV file, or a directory whose WAVs the sessions take in turn
+    /// [default: the YAML's audio_path, else assets/audio/hello.wav].
+    #[arg(long, value_name = "PATH")]
+    pub audio: Option<PathBuf>,
+    /// Print the session logs to stdout (the summary then goes to stderr).
+    #[arg(long)]
+    pub log_sessions: bool,
+    /// Most sessions printed by --log-sessions; 0 prints them all.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_session_logs: usize,
+    /// Write every session's log to this file.
+    #[arg(long, value_name = "PATH")]
+    pub session_log_path: Option<PathBuf>,
+    /// jsonl, csv, tsv or markdown [default: the --session-log-path
+    /// extension's (.csv, .tsv, .md), else jsonl].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub session_log_format: Option<SessionLogFormat>,
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json_summary: Option<PathBuf>,
+}
+
+/// How session logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SessionLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Jsonl,
+    /// Comma-separated, with a header row.
+    Csv,
+    /// Tab-separated, with a header row.
+    Tsv,
+    /// A document: title, start/end time, column definitions, one table.
+    #[value(alias = "md")]
+    Markdown,
 }
 
 /// `stt serve`. Flags override the YAML files; the YAML overrides the

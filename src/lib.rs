@@ -10,11 +10,13 @@
 //!   worker pool) and [`server::vad`] (Silero VAD and endpointing).
 //! - [`client`]: the gRPC clients (`stt file`, `stt batch`) and the
 //!   library calls behind them ([`client::stream_audio`]).
+//! - [`bench`]: the gRPC load tester (`stt bench`), on top of [`client`].
 //! - [`models`]: model provisioning (`stt models`) and where files live.
 //! - [`transcribe`]: offline transcription (`stt transcribe`).
 //! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
 
 pub mod audio;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

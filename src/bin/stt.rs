@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let hint = stt::models::hint_for(&err).or_else(|| stt::client::hint_for(&err));
+            let hint = stt::models::hint_for(&err)
+                .or_else(|| stt::client::hint_for(&err))
+                .or_else(|| stt::bench::hint_for(&err));
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
@@ -41,7 +43,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::File(args) => block_on(stt::client::file::run(args)),
         Command::Mic(_) => not_yet("mic", "the microphone client"),
         Command::Batch(args) => block_on(stt::client::batch::run(args)),
-        Command::Bench(_) => not_yet("bench", "the load tester"),
+        // Many concurrent streams: worth the threads a single client skips.
+        Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(stt::bench::run(args))
+            .map(|_| ()),
         Command::Dashboard(_) => not_yet("dashboard", "the dashboard"),
     }
 }

@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod bench;
 mod capture;
 mod cli;
 mod compat;
