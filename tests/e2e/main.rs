@@ -11,6 +11,7 @@ mod compat;
 mod engine;
 mod errors;
 mod http;
+mod mic;
 mod models;
 mod serve;
 mod server;
