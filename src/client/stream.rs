@@ -283,20 +283,25 @@ async fn send_live(
             _ = stop.cancelled() => None,
             block = audio.recv() => block,
         };
-        let Some(block) = block else {
+        let last = block.is_none();
+        match block {
+            Some(block) => pending.extend_from_slice(&block),
             // Audio captured before the stop still belongs to the session.
-            while let Ok(block) = audio.try_recv() {
-                pending.extend_from_slice(&block);
+            None => {
+                while let Ok(block) = audio.try_recv() {
+                    pending.extend_from_slice(&block);
+                }
             }
-            out.send(&pending, true).await;
-            return;
-        };
-        pending.extend_from_slice(&block);
+        }
         let full = pending.len() / per_chunk * per_chunk;
         for chunk in pending[..full].chunks(per_chunk) {
             if !out.send(chunk, false).await {
                 return;
             }
+        }
+        if last {
+            out.send(&pending[full..], true).await;
+            return;
         }
         pending.drain(..full);
     }
@@ -443,6 +448,43 @@ mod tests {
         assert_eq!(out.len(), 10);
         // Chunk k leaves at k·100 ms: the last at 900 ms, not later.
         assert_eq!(start.elapsed(), Duration::from_millis(900));
+    }
+
+    async fn collect_live(blocks: Vec<Vec<f32>>, stop: CancellationToken) -> Vec<pb::AudioChunk> {
+        let (audio_tx, audio_rx) = mpsc::channel(blocks.len().max(1));
+        for b in blocks {
+            audio_tx.send(b).await.expect("queued");
+        }
+        drop(audio_tx);
+        let (tx, mut rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (sent_tx, _sent_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(send_live(audio_rx, 100, ids(), stop, tx, sent_tx));
+        let mut out = Vec::new();
+        while let Some(c) = rx.recv().await {
+            out.push(c);
+        }
+        task.await.expect("sender finished");
+        out
+    }
+
+    #[tokio::test]
+    async fn live_blocks_are_rechunked_and_the_rest_goes_out_final() {
+        let blocks = vec![vec![0.1; 1000], vec![0.1; 1000], vec![0.1; 1400]];
+        let out = collect_live(blocks, CancellationToken::new()).await;
+        let sizes: Vec<usize> = out.iter().map(|c| c.pcm16.len() / 2).collect();
+        assert_eq!(sizes, vec![1600, 1600, 200]);
+        let finals: Vec<bool> = out.iter().map(|c| c.is_final).collect();
+        assert_eq!(finals, vec![false, false, true]);
+    }
+
+    #[tokio::test]
+    async fn live_stop_sends_queued_audio_in_chunks_then_a_final() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let out = collect_live(vec![vec![0.1; 3200]], stop).await;
+        let sizes: Vec<usize> = out.iter().map(|c| c.pcm16.len() / 2).collect();
+        assert_eq!(sizes, vec![1600, 1600, 0]);
+        assert!(out[2].is_final && !out[1].is_final);
     }
 
     #[tokio::test(start_paused = true)]

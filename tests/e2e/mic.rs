@@ -234,16 +234,16 @@ fn stt_mic_captures_an_alsa_device_and_flushes_the_final_on_ctrl_c() {
     });
 
     // The speech lasts about 4 s; then 2 s of silence, then Ctrl-C.
-    let done = player
-        .speech_done
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
+    let done = match player.speech_done.recv_timeout(Duration::from_secs(60)) {
+        Ok(done) => done,
+        Err(_) => {
             let _ = child.kill();
             panic!(
                 "the speech was never played (stt mic did not start listening?): {}",
                 err_thread.join().unwrap_or_default()
             )
-        });
+        }
+    };
     std::thread::sleep((done + Duration::from_secs(2)).saturating_duration_since(Instant::now()));
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

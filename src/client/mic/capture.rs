@@ -188,9 +188,13 @@ where
 
 /// The callback's end of the queue: mono, 16 kHz, never blocking.
 struct Sink {
+    /// Interleaved channels per frame.
     channels: usize,
     resampler: StreamResampler,
+    /// Bounded ([`QUEUE_BLOCKS`]); `try_send` only, a full queue drops the
+    /// block. Dropped with the stream, which closes the queue.
     tx: mpsc::Sender<Vec<f32>>,
+    /// Samples dropped on a full queue (shared with [`Capture`]).
     dropped: Arc<AtomicU64>,
     /// Scratch: this callback's frames, mixed to mono.
     mono: Vec<f32>,
@@ -229,6 +233,8 @@ impl Sink {
 #[derive(Clone)]
 struct Failer {
     control: std_mpsc::Sender<Control>,
+    /// First cause only; the lock is held for a compare-and-set, never
+    /// across anything that waits.
     failure: Arc<Mutex<Option<String>>>,
 }
 
