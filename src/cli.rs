@@ -22,8 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Stream a WAV file to a server at real-time pace.
     File(FileArgs),
-    /// Stream the microphone to a server.
-    Mic(NotYet),
+    /// Stream the microphone (any input device) to a server.
+    Mic(MicArgs),
     /// Send a whole WAV file as one chunk (accurate profile).
     Batch(BatchArgs),
     /// Load-test a server: many concurrent sessions, per-session logs and a
@@ -111,6 +111,33 @@ pub struct FileArgs {
     #[arg(long)]
     pub no_realtime: bool,
     /// Print client latency per final, RTF and the server's decode timings.
+    #[arg(long)]
+    pub metrics: bool,
+    /// One JSON object per result line (and one for the metrics) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stt mic`.
+#[derive(Debug, Clone, Args)]
+pub struct MicArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// List the input devices (index, name, default format) and exit.
+    #[arg(long)]
+    pub list_devices: bool,
+    /// Input device: a name or index from --list-devices [default: the
+    /// system's default input].
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub device: Option<String>,
+    /// Capture rate in Hz; audio is resampled to 16 kHz before it is sent
+    /// [default: the device's default rate].
+    #[arg(long, value_name = "HZ")]
+    pub sample_rate: Option<u32>,
+    /// Milliseconds of audio per chunk [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub chunk_ms: Option<u64>,
+    /// Print client latency per final and the server's decode timings at the end.
     #[arg(long)]
     pub metrics: bool,
     /// One JSON object per result line (and one for the metrics) instead of text.
@@ -405,6 +432,34 @@ mod tests {
         );
         assert!(f.no_realtime && f.session.require_token && f.json);
         assert_eq!(f.chunk_ms, Some(40));
+    }
+
+    #[test]
+    fn mic_flags_parse() {
+        let cli = parse(&[
+            "stt",
+            "mic",
+            "--device",
+            "2",
+            "--sample-rate",
+            "48000",
+            "--chunk-ms",
+            "50",
+            "--vad-mode",
+            "auto",
+            "-c",
+            "m.yaml",
+        ]);
+        let Command::Mic(m) = cli.command else {
+            panic!("not mic")
+        };
+        assert_eq!(m.device.as_deref(), Some("2"));
+        assert_eq!(m.sample_rate, Some(48000));
+        assert_eq!(m.chunk_ms, Some(50));
+        assert_eq!(m.session.vad_mode, Some(VadModeChoice::Auto));
+        assert!(!m.list_devices);
+        let cli = parse(&["stt", "mic", "--list-devices"]);
+        assert!(matches!(cli.command, Command::Mic(m) if m.list_devices));
     }
 
     #[test]

@@ -24,9 +24,12 @@ fn main() -> ExitCode {
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
-            let usage = err
-                .chain()
-                .any(|e| e.is::<stt::UsageError>() || e.is::<stt::config::ConfigError>());
+            let usage = err.chain().any(|e| {
+                e.is::<stt::UsageError>()
+                    || e.is::<stt::config::ConfigError>()
+                    || e.downcast_ref::<stt::client::mic::MicError>()
+                        .is_some_and(|m| m.is_usage())
+            });
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -41,7 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(stt::server::run(args)),
         Command::File(args) => block_on(stt::client::file::run(args)),
-        Command::Mic(_) => not_yet("mic", "the microphone client"),
+        Command::Mic(args) => block_on(stt::client::mic::run(args)),
         Command::Batch(args) => block_on(stt::client::batch::run(args)),
         // Many concurrent streams: worth the threads a single client skips.
         Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()

@@ -1,11 +1,12 @@
-//! The gRPC clients (`stt file`, `stt batch`) and the library calls behind
-//! them: connect, `CreateSession`, then one `StreamingRecognize` whose
+//! The gRPC clients (`stt file`, `stt batch`, `stt mic`) and the library
+//! calls behind them: connect, `CreateSession`, then one `StreamingRecognize` whose
 //! results and timings come back as a [`StreamOutcome`]. The library calls
 //! never print, so tests and the bench can drive a server through them;
 //! [`render`] is where output happens.
 
 pub mod batch;
 pub mod file;
+pub mod mic;
 #[cfg(test)]
 mod mock;
 pub mod render;
@@ -27,7 +28,7 @@ use crate::pb::stt_backend_client::SttBackendClient;
 use render::{Format, Renderer};
 
 pub use session::{ServerAddr, SessionSettings};
-pub use stream::{ChunkIds, Sending};
+pub use stream::{ChunkIds, Sending, Source};
 pub use timing::{DecodeTimings, LatencySummary, ResultTiming};
 
 /// How long to wait for the TCP + HTTP/2 handshake before giving up.
@@ -105,11 +106,14 @@ fn stream_wording(results_before: usize) -> String {
     }
 }
 
-/// The first client error in an error chain's hint, for the binary.
+/// The hint of the first client or device error in an error chain, for the binary.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     err.chain()
-        .find_map(|e| e.downcast_ref::<ClientError>())
-        .and_then(ClientError::hint)
+        .find_map(|e| {
+            e.downcast_ref::<ClientError>()
+                .and_then(ClientError::hint)
+                .or_else(|| e.downcast_ref::<mic::MicError>().map(mic::MicError::hint))
+        })
         .map(str::to_string)
 }
 
@@ -246,22 +250,29 @@ pub async fn stream_audio_with(
     opts: StreamOptions,
     on_result: &mut (dyn FnMut(&pb::SttResult, &ResultTiming) + Send),
 ) -> Result<StreamOutcome, ClientError> {
-    let mut client = connect(&opts.session.server).await?;
-    let response = create_session(&mut client, &opts.session).await?;
+    let source = Source::Clip {
+        audio: opts.audio,
+        sending: opts.sending,
+    };
+    stream_source_with(&opts.session, source, opts.stop, on_result).await
+}
+
+/// Connects, opens the session and streams `source` (a clip or live audio),
+/// showing each result to `on_result` as it arrives. Cancel `stop` to end
+/// early: the server flushes its final and the call returns normally.
+pub async fn stream_source_with(
+    session: &SessionSettings,
+    source: Source,
+    stop: CancellationToken,
+    on_result: &mut (dyn FnMut(&pb::SttResult, &ResultTiming) + Send),
+) -> Result<StreamOutcome, ClientError> {
+    let mut client = connect(&session.server).await?;
+    let response = create_session(&mut client, session).await?;
     let ids = ChunkIds {
-        session_id: opts.session.session_id.clone(),
+        session_id: session.session_id.clone(),
         session_token: response.token.clone(),
     };
-    stream::run(
-        &mut client,
-        response,
-        ids,
-        opts.audio,
-        opts.sending,
-        opts.stop,
-        on_result,
-    )
-    .await
+    stream::run(&mut client, response, ids, source, stop, on_result).await
 }
 
 /// What `stt file` and `stt batch` share: read the WAV, stream it while
@@ -279,9 +290,25 @@ pub(crate) async fn run_command(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .sending(sending);
     stop_on_ctrl_c(opts.stop.clone());
+    let source = Source::Clip {
+        audio: opts.audio,
+        sending: opts.sending,
+    };
+    render_stream(&opts.session, source, opts.stop, format, metrics).await
+}
+
+/// Streams `source` while rendering results to stdout, then prints the
+/// report if asked: the output half every command-line client shares.
+pub(crate) async fn render_stream(
+    session: &SessionSettings,
+    source: Source,
+    stop: CancellationToken,
+    format: Format,
+    metrics: bool,
+) -> anyhow::Result<StreamOutcome> {
     let mut renderer = Renderer::stdout(format);
     let mut show = |r: &pb::SttResult, t: &ResultTiming| renderer.result(r, t);
-    let outcome = stream_audio_with(opts, &mut show).await;
+    let outcome = stream_source_with(session, source, stop, &mut show).await;
     renderer.finish();
     let outcome = outcome?;
     if metrics {

@@ -1,5 +1,6 @@
 //! One `StreamingRecognize` call: a sender task cuts the audio into chunks and
-//! paces them, while the caller's task reads results until the server ends
+//! paces them (a clip in memory), or forwards live audio as it arrives (the
+//! microphone), while the caller's task reads results until the server ends
 //! the stream, then reads the decode-timing trailers. Printing is the
 //! caller's business (an observer callback); this module never writes.
 
@@ -69,6 +70,31 @@ pub fn chunk_ranges(total: usize, per_chunk: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Where a stream's audio comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A clip in memory (16 kHz mono), cut and paced as `sending` says.
+    Clip { audio: Arc<[f32]>, sending: Sending },
+    /// Live 16 kHz mono audio, in blocks of any length, sent in `chunk_ms`
+    /// chunks as soon as a chunk is complete. The channel closing (capture
+    /// ended) or `stop` ends the stream with an `is_final` chunk carrying
+    /// whatever audio is left.
+    Live {
+        audio: mpsc::Receiver<Vec<f32>>,
+        chunk_ms: u64,
+    },
+}
+
+impl Source {
+    /// Seconds of audio in a clip; `None` for live audio (known only at the end).
+    fn clip_sec(&self) -> Option<f64> {
+        match self {
+            Self::Clip { audio, .. } => Some(crate::audio::seconds(audio.len())),
+            Self::Live { .. } => None,
+        }
+    }
+}
+
 /// What every chunk of one session carries besides audio.
 #[derive(Debug, Clone)]
 pub struct ChunkIds {
@@ -96,15 +122,14 @@ pub(crate) async fn run(
     client: &mut SttBackendClient<Channel>,
     session: pb::SessionResponse,
     ids: ChunkIds,
-    audio: Arc<[f32]>,
-    sending: Sending,
+    source: Source,
     stop: CancellationToken,
     on_result: &mut (dyn FnMut(&pb::SttResult, &ResultTiming) + Send),
 ) -> Result<StreamOutcome, ClientError> {
     let id_value = MetadataValue::try_from(ids.session_id.as_str())
         .map_err(|_| ClientError::SessionId(ids.session_id.clone()))?;
     let session_id = ids.session_id.clone();
-    let audio_sec = crate::audio::seconds(audio.len());
+    let clip_sec = source.clip_sec();
 
     let (chunk_tx, chunk_rx) = mpsc::channel(OUTBOUND_CAPACITY);
     // Unbounded, but it carries one record per chunk, so it never holds more
@@ -113,9 +138,14 @@ pub(crate) async fn run(
     let start = Instant::now();
     // Spawned before the call is awaited: some servers send response headers
     // only once audio arrives, so audio must already be flowing.
-    let sender = AbortOnDrop(tokio::spawn(send_chunks(
-        audio, sending, ids, stop, chunk_tx, sent_tx,
-    )));
+    let sender = AbortOnDrop(match source {
+        Source::Clip { audio, sending } => {
+            tokio::spawn(send_chunks(audio, sending, ids, stop, chunk_tx, sent_tx))
+        }
+        Source::Live { audio, chunk_ms } => {
+            tokio::spawn(send_live(audio, chunk_ms, ids, stop, chunk_tx, sent_tx))
+        }
+    });
 
     let mut request = tonic::Request::new(ReceiverStream::new(chunk_rx));
     request.metadata_mut().insert(SESSION_ID_METADATA, id_value);
@@ -168,14 +198,15 @@ pub(crate) async fn run(
     while let Ok(chunk) = sent_rx.try_recv() {
         log.push(chunk);
     }
+    let sent_sec = crate::audio::seconds(log.sent_samples() as usize);
     Ok(StreamOutcome {
         session_id,
         session,
         results,
         timings,
         trailers,
-        audio_sec,
-        sent_sec: crate::audio::seconds(log.sent_samples() as usize),
+        audio_sec: clip_sec.unwrap_or(sent_sec),
+        sent_sec,
         wall_sec,
         first_partial_sec,
     })
@@ -224,6 +255,87 @@ async fn send_chunks(
         });
     }
     // Dropping `tx` ends the request stream: the client half-closes.
+}
+
+/// The live sender task: re-cuts blocks of any length into `chunk_ms` chunks
+/// and sends each as soon as it is complete (the source sets the pace). On
+/// `stop`, or when the source closes, whatever is queued or left over goes
+/// out in one `is_final` chunk so the server flushes its final.
+async fn send_live(
+    mut audio: mpsc::Receiver<Vec<f32>>,
+    chunk_ms: u64,
+    ids: ChunkIds,
+    stop: CancellationToken,
+    tx: mpsc::Sender<pb::AudioChunk>,
+    sent: mpsc::UnboundedSender<SentChunk>,
+) {
+    let per_chunk = Sending::Burst { chunk_ms }.chunk_samples(0);
+    let mut out = Outbound {
+        ids,
+        tx,
+        sent,
+        end_sample: 0,
+    };
+    let mut pending: Vec<f32> = Vec::with_capacity(per_chunk * 2);
+    loop {
+        let block = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            block = audio.recv() => block,
+        };
+        let last = block.is_none();
+        match block {
+            Some(block) => pending.extend_from_slice(&block),
+            // Audio captured before the stop still belongs to the session.
+            None => {
+                while let Ok(block) = audio.try_recv() {
+                    pending.extend_from_slice(&block);
+                }
+            }
+        }
+        let full = pending.len() / per_chunk * per_chunk;
+        for chunk in pending[..full].chunks(per_chunk) {
+            if !out.send(chunk, false).await {
+                return;
+            }
+        }
+        if last {
+            out.send(&pending[full..], true).await;
+            return;
+        }
+        pending.drain(..full);
+    }
+}
+
+/// The sending half of a live stream: chunk identity, the transport queue
+/// and the send log.
+struct Outbound {
+    ids: ChunkIds,
+    tx: mpsc::Sender<pb::AudioChunk>,
+    sent: mpsc::UnboundedSender<SentChunk>,
+    /// Session samples sent so far.
+    end_sample: u64,
+}
+
+impl Outbound {
+    /// Sends one chunk; false when the call is over (the server ended it,
+    /// or it failed).
+    async fn send(&mut self, samples: &[f32], is_final: bool) -> bool {
+        if self
+            .tx
+            .send(self.ids.chunk(samples, is_final))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.end_sample += samples.len() as u64;
+        let _ = self.sent.send(SentChunk {
+            end_sample: self.end_sample,
+            at: Instant::now(),
+        });
+        true
+    }
 }
 
 /// Aborts the sender when the stream is done with it, on every return path.
@@ -336,6 +448,43 @@ mod tests {
         assert_eq!(out.len(), 10);
         // Chunk k leaves at k·100 ms: the last at 900 ms, not later.
         assert_eq!(start.elapsed(), Duration::from_millis(900));
+    }
+
+    async fn collect_live(blocks: Vec<Vec<f32>>, stop: CancellationToken) -> Vec<pb::AudioChunk> {
+        let (audio_tx, audio_rx) = mpsc::channel(blocks.len().max(1));
+        for b in blocks {
+            audio_tx.send(b).await.expect("queued");
+        }
+        drop(audio_tx);
+        let (tx, mut rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (sent_tx, _sent_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(send_live(audio_rx, 100, ids(), stop, tx, sent_tx));
+        let mut out = Vec::new();
+        while let Some(c) = rx.recv().await {
+            out.push(c);
+        }
+        task.await.expect("sender finished");
+        out
+    }
+
+    #[tokio::test]
+    async fn live_blocks_are_rechunked_and_the_rest_goes_out_final() {
+        let blocks = vec![vec![0.1; 1000], vec![0.1; 1000], vec![0.1; 1400]];
+        let out = collect_live(blocks, CancellationToken::new()).await;
+        let sizes: Vec<usize> = out.iter().map(|c| c.pcm16.len() / 2).collect();
+        assert_eq!(sizes, vec![1600, 1600, 200]);
+        let finals: Vec<bool> = out.iter().map(|c| c.is_final).collect();
+        assert_eq!(finals, vec![false, false, true]);
+    }
+
+    #[tokio::test]
+    async fn live_stop_sends_queued_audio_in_chunks_then_a_final() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let out = collect_live(vec![vec![0.1; 3200]], stop).await;
+        let sizes: Vec<usize> = out.iter().map(|c| c.pcm16.len() / 2).collect();
+        assert_eq!(sizes, vec![1600, 1600, 0]);
+        assert!(out[2].is_final && !out[1].is_final);
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,6 +12,7 @@ mod compat;
 mod engine;
 mod errors;
 mod http;
+mod mic;
 mod models;
 mod multilingual;
 mod serve;
