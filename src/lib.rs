@@ -10,6 +10,8 @@
 //!   worker pool) and [`server::vad`] (Silero VAD and endpointing).
 //! - [`client`]: the gRPC clients (`stt file`, `stt batch`) and the
 //!   library calls behind them ([`client::stream_audio`]).
+//! - [`dashboard`]: the terminal dashboard (`stt dashboard`) over the
+//!   HTTP control plane.
 //! - [`models`]: model provisioning (`stt models`) and where files live.
 //! - [`transcribe`]: offline transcription (`stt transcribe`).
 //! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
@@ -18,6 +20,7 @@ pub mod audio;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod env;
 pub mod error;
 pub mod models;

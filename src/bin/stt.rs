@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let hint = stt::models::hint_for(&err).or_else(|| stt::client::hint_for(&err));
+            let hint = stt::models::hint_for(&err)
+                .or_else(|| stt::client::hint_for(&err))
+                .or_else(|| stt::dashboard::hint_for(&err));
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
@@ -42,7 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mic(_) => not_yet("mic", "the microphone client"),
         Command::Batch(args) => block_on(stt::client::batch::run(args)),
         Command::Bench(_) => not_yet("bench", "the load tester"),
-        Command::Dashboard(_) => not_yet("dashboard", "the dashboard"),
+        Command::Dashboard(args) => block_on(stt::dashboard::run(args)),
     }
 }
 

@@ -8,6 +8,7 @@ mod admin;
 mod capture;
 mod cli;
 mod compat;
+mod dashboard;
 mod engine;
 mod errors;
 mod http;
