@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::terminal::{
-    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+    disable_raw_mode, enable_raw_mode, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen,
 };
 use ratatui::crossterm::{cursor, execute};
 use ratatui::Terminal;
@@ -163,7 +163,6 @@ async fn tui_loop(mut state: State, mut polls: mpsc::Receiver<state::Poll>) -> a
     let _restore = TerminalGuard::enter()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .map_err(|e| anyhow::anyhow!("cannot draw on the terminal: {e}"))?;
-    terminal.clear()?;
     let (key_tx, mut keys) = mpsc::channel(16);
     let stop_keys = Arc::new(AtomicBool::new(false));
     spawn_key_reader(key_tx, stop_keys.clone());
@@ -234,8 +233,15 @@ impl TerminalGuard {
         enable_raw_mode().map_err(|e| anyhow::anyhow!("cannot set up the terminal: {e}"))?;
         // From here on, Drop restores whatever partly succeeded.
         let guard = Self;
-        execute!(std::io::stdout(), EnterAlternateScreen, cursor::Hide)
-            .map_err(|e| anyhow::anyhow!("cannot set up the terminal: {e}"))?;
+        // Cleared here rather than with `Terminal::clear`, which asks the
+        // terminal for the cursor position and fails where nothing answers.
+        execute!(
+            std::io::stdout(),
+            EnterAlternateScreen,
+            Clear(ClearType::All),
+            cursor::Hide
+        )
+        .map_err(|e| anyhow::anyhow!("cannot set up the terminal: {e}"))?;
         Ok(guard)
     }
 }
