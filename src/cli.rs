@@ -30,18 +30,11 @@ pub enum Command {
     /// latency summary; exits non-zero when any session fails.
     Bench(BenchArgs),
     /// Terminal dashboard of a server's metrics.
-    Dashboard(NotYet),
+    Dashboard(DashboardArgs),
     /// Provision, import and check Whisper models.
     Models(ModelsArgs),
     /// Transcribe WAV files offline (no server): VAD segments, then decode.
     Transcribe(TranscribeArgs),
-}
-
-/// Arguments of a command that a later release fills in.
-#[derive(Debug, Args)]
-pub struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
 }
 
 /// The session flags every client shares (file, batch, mic, bench). Each one
@@ -231,6 +224,37 @@ pub enum SessionLogFormat {
     /// A document: title, start/end time, column definitions, one table.
     #[value(alias = "md")]
     Markdown,
+}
+
+/// `stt dashboard`.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// The server's `/metrics.json`.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8000/metrics.json"
+    )]
+    pub metrics_url: String,
+    /// The server's `/system`.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8000/system"
+    )]
+    pub system_url: String,
+    /// Seconds between polls (at least 0.1).
+    #[arg(long, value_name = "SEC", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one plain-text snapshot and exit (non-zero when the server
+    /// cannot be reached).
+    #[arg(long)]
+    pub once: bool,
+    /// Neither clear the screen nor take it over: print a plain-text snapshot
+    /// every interval, one after another (for logs; the default when stdout
+    /// is not a terminal).
+    #[arg(long)]
+    pub no_clear: bool,
 }
 
 /// `stt serve`. Flags override the YAML files; the YAML overrides the

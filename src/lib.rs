@@ -11,6 +11,8 @@
 //! - [`client`]: the gRPC clients (`stt file`, `stt batch`) and the
 //!   library calls behind them ([`client::stream_audio`]).
 //! - [`bench`]: the gRPC load tester (`stt bench`), on top of [`client`].
+//! - [`dashboard`]: the terminal dashboard (`stt dashboard`) over the
+//!   HTTP control plane.
 //! - [`models`]: model provisioning (`stt models`) and where files live.
 //! - [`transcribe`]: offline transcription (`stt transcribe`).
 //! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod env;
 pub mod error;
 pub mod models;

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             let hint = stt::models::hint_for(&err)
                 .or_else(|| stt::client::hint_for(&err))
-                .or_else(|| stt::bench::hint_for(&err));
+                .or_else(|| stt::bench::hint_for(&err))
+                .or_else(|| stt::dashboard::hint_for(&err));
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
@@ -52,7 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(stt::bench::run(args))
             .map(|_| ()),
-        Command::Dashboard(_) => not_yet("dashboard", "the dashboard"),
+        Command::Dashboard(args) => block_on(stt::dashboard::run(args)),
     }
 }
 
@@ -65,11 +66,4 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> any
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
         .block_on(fut)
         .map(|_| ())
-}
-
-fn not_yet(cmd: &str, what: &str) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "`stt {cmd}` is not yet available in this build: {what} lands with a later release; \
-         `stt transcribe` and `stt models` work today"
-    )
 }

@@ -9,6 +9,7 @@ mod bench;
 mod capture;
 mod cli;
 mod compat;
+mod dashboard;
 mod engine;
 mod errors;
 mod http;
