@@ -27,6 +27,7 @@ pub mod env;
 pub mod error;
 pub mod models;
 pub mod server;
+pub mod signal;
 pub mod telemetry;
 pub mod transcribe;
 

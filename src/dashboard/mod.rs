@@ -105,26 +105,7 @@ async fn log_loop(mut state: State, mut polls: mpsc::Receiver<state::Poll>) -> a
 /// Resolves on SIGINT or SIGTERM. Quietly: a log line would land on the
 /// dashboard's own screen.
 async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    crate::signal::stop_requested().await;
 }
 
 /// HH:MM:SS of the current UTC time, for log lines.

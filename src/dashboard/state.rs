@@ -81,18 +81,8 @@ pub struct Latency {
     pub final_: Recent,
 }
 
-/// One kind's recent-decode statistics.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Recent {
-    pub count: u64,
-    pub total_p50_sec: f64,
-    pub total_p95_sec: f64,
-    pub total_max_sec: f64,
-    pub inference_mean_sec: f64,
-    pub queue_wait_mean_sec: f64,
-    pub rtf_mean: Option<f64>,
-}
+/// One kind's recent-decode statistics: the server's own type, read back.
+pub use crate::server::metrics::RecentStats as Recent;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]

@@ -94,8 +94,10 @@ pub struct RecentDecode {
     pub rtf: Option<f64>,
 }
 
-/// Quantiles over recent decodes of one kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+/// Quantiles over recent decodes of one kind (the dashboard reads them
+/// back from `/metrics.json`, hence `Deserialize` with defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RecentStats {
     pub count: usize,
     pub total_p50_sec: f64,

@@ -470,26 +470,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.serve(shutdown_signal()).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM, logging which.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C"),
-        () = term => tracing::info!("received SIGTERM"),
+    match crate::signal::stop_requested().await {
+        crate::signal::StopSignal::Interrupt => tracing::info!("received Ctrl-C"),
+        crate::signal::StopSignal::Terminate => tracing::info!("received SIGTERM"),
     }
 }

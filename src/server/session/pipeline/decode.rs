@@ -3,6 +3,7 @@
 //! confirmed, finals queued in utterance order, and turning transcripts into
 //! results. The input half (chunks, VAD, utterances) is in `mod.rs`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -118,24 +119,40 @@ impl Pipeline {
         if let Some(p) = self.partial.take() {
             p.cancel.cancel();
         }
+        self.speculative = self.try_start(DecodeKind::Final, id, start, end, audio);
+    }
+
+    /// Schedules a decode that must never make the session wait: a partial
+    /// or a speculative final, only if a slot is free now.
+    fn try_start(
+        &self,
+        kind: DecodeKind,
+        utterance: u64,
+        start: u64,
+        end: u64,
+        audio: Arc<[f32]>,
+    ) -> Option<InFlight> {
         let buffer_wait = self.buffer_wait(end);
         let cancel = self.cancel.child_token();
-        let (params, reused) = self.params(self.opts.profile);
-        if let Some(ticket) =
-            self.deps
-                .scheduler
-                .try_final(self.model.engine(), audio, params, cancel.clone())
-        {
-            self.speculative = Some(InFlight {
-                utterance: id,
-                start,
-                end,
-                buffer_wait,
-                reused,
-                cancel,
-                fut: Box::pin(ticket.wait()),
-            });
-        }
+        let profile = match kind {
+            DecodeKind::Partial => Profile::Realtime,
+            DecodeKind::Final => self.opts.profile,
+        };
+        let (params, reused) = self.params(profile);
+        let (scheduler, engine) = (&self.deps.scheduler, self.model.engine());
+        let ticket = match kind {
+            DecodeKind::Partial => scheduler.try_partial(engine, audio, params, cancel.clone()),
+            DecodeKind::Final => scheduler.try_final(engine, audio, params, cancel.clone()),
+        }?;
+        Some(InFlight {
+            utterance,
+            start,
+            end,
+            buffer_wait,
+            reused,
+            cancel,
+            fut: Box::pin(ticket.wait()),
+        })
     }
 
     /// Decode parameters, and the detection probability when the current
@@ -210,24 +227,7 @@ impl Pipeline {
         if audio.is_empty() || !self.loud_enough(&audio) {
             return;
         }
-        let buffer_wait = self.buffer_wait(end);
-        let cancel = self.cancel.child_token();
-        let (params, reused) = self.params(Profile::Realtime);
-        if let Some(ticket) =
-            self.deps
-                .scheduler
-                .try_partial(self.model.engine(), audio, params, cancel.clone())
-        {
-            self.partial = Some(InFlight {
-                utterance: id,
-                start,
-                end,
-                buffer_wait,
-                reused,
-                cancel,
-                fut: Box::pin(ticket.wait()),
-            });
-        }
+        self.partial = self.try_start(DecodeKind::Partial, id, start, end, audio);
     }
 
     pub(super) async fn schedule_final(&mut self, start: u64, end: u64) -> Result<(), End> {
