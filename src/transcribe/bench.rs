@@ -1,5 +1,6 @@
 //! `stt transcribe --bench`: the offline cost baseline — whole-clip decode
-//! time at 1 and 2 threads, the effect of a smaller encoder window
+//! time at 1 and 2 threads (with and without language detection on a
+//! multilingual model), the effect of a smaller encoder window
 //! (audio_ctx 384/768), Silero cost per 32 ms frame, and resident memory.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use anyhow::Context;
 
 use crate::audio::wav::Clip;
 use crate::cli::TranscribeArgs;
-use crate::server::engine::{DecodeParams, Engine, EngineConfig};
+use crate::server::engine::{DecodeParams, Engine, EngineConfig, Transcript};
 use crate::server::vad::VadPool;
 
 /// Prints the measurements for `clip`.
@@ -40,24 +41,51 @@ pub(super) fn run(
         let mut cfg = EngineConfig::new(engine.model_path().to_path_buf());
         cfg.threads = threads;
         let e = Engine::start(cfg).context("starting a measurement engine")?;
-        let (best, mean, text) = time_decode(&e, &audio, params, runs)?;
-        e.shutdown();
+        let (best, mean, t) = time_decode(&e, &audio, params, runs)?;
+        let detecting = e.multilingual() && params.language.is_none();
+        let mode = if detecting {
+            format!(
+                ", auto-detect ({} {:.2})",
+                t.language, t.language_probability
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "full window, {threads} thread(s): best {:.3} s, mean {:.3} s, RTF {:.3} | {text}",
+            "full window, {threads} thread(s){mode}: best {:.3} s, mean {:.3} s, RTF {:.3} | {}",
             best.as_secs_f64(),
             mean.as_secs_f64(),
-            best.as_secs_f64() / clip.duration_sec()
+            best.as_secs_f64() / clip.duration_sec(),
+            t.text()
         );
+        if detecting {
+            // The same decode with the detected language forced: the
+            // difference is what detection (an extra encoder pass) costs.
+            let mut forced = params.clone();
+            forced.language = Some(t.language.clone());
+            let (f_best, f_mean, _) = time_decode(&e, &audio, &forced, runs)?;
+            println!(
+                "full window, {threads} thread(s), forced {}: best {:.3} s, mean {:.3} s (detection +{:.3} s)",
+                t.language,
+                f_best.as_secs_f64(),
+                f_mean.as_secs_f64(),
+                best.saturating_sub(f_best).as_secs_f64()
+            );
+        }
+        e.shutdown();
     }
-    for ctx in [768, 384] {
+    // Windows too small for the clip only show whisper.cpp looping.
+    let fit = crate::server::engine::fit_audio_ctx(audio.len());
+    for ctx in [768, 384].into_iter().filter(|&c| fit != 0 && c >= fit) {
         let mut p = params.clone();
         p.audio_ctx = Some(ctx);
-        let (best, mean, text) = time_decode(engine, &audio, &p, runs)?;
+        let (best, mean, t) = time_decode(engine, &audio, &p, runs)?;
         println!(
-            "audio_ctx {ctx}, {} thread(s): best {:.3} s, mean {:.3} s | {text}",
+            "audio_ctx {ctx}, {} thread(s): best {:.3} s, mean {:.3} s | {}",
             engine.threads(),
             best.as_secs_f64(),
-            mean.as_secs_f64()
+            mean.as_secs_f64(),
+            t.text()
         );
     }
     if let Some(vad) = vad {
@@ -83,17 +111,17 @@ fn time_decode(
     audio: &Arc<[f32]>,
     params: &DecodeParams,
     runs: usize,
-) -> anyhow::Result<(Duration, Duration, String)> {
+) -> anyhow::Result<(Duration, Duration, Transcript)> {
     let mut best = Duration::MAX;
     let mut total = Duration::ZERO;
-    let mut text = String::new();
+    let mut last = Transcript::default();
     for _ in 0..runs {
         let t = engine.decode_blocking(audio.clone(), params.clone())?;
         best = best.min(t.inference);
         total += t.inference;
-        text = t.text();
+        last = t;
     }
-    Ok((best, total / runs as u32, text))
+    Ok((best, total / runs as u32, last))
 }
 
 /// Resident set size of this process (Linux), in bytes.

@@ -116,6 +116,8 @@ fn decode_params(args: &TranscribeArgs, models: &ModelFile) -> anyhow::Result<De
         candidates: None,
         task,
         audio_ctx: args.audio_ctx,
+        // Offline segments are independent; each detects its own language.
+        detection: None,
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub use params::{fit_audio_ctx, DecodeParams, Task};
+pub use params::{fit_audio_ctx, DecodeParams, Detection, Task};
 pub use pool::{default_threads, Engine, EngineConfig, Priority};
 
 /// A decoded piece of audio.

@@ -1,6 +1,6 @@
 //! [`DecodeParams`] (what a caller asks for) → whisper-rs `FullParams`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use whisper_rs::{FullParams, SamplingStrategy};
 
@@ -44,6 +44,54 @@ pub struct DecodeParams {
     pub task: Task,
     /// Encoder window in mel frames; `None` = the profile's (0 = full 30 s).
     pub audio_ctx: Option<usize>,
+    /// When detecting: the language already detected for this stretch of
+    /// speech, shared by its decodes (see [`Detection`]).
+    pub detection: Option<Detection>,
+}
+
+/// A language detected once and shared by several decodes (a streaming
+/// utterance's partials and final). Detection is a full-window encoder pass
+/// (about 3 s for base on two cores), so once it is settled the later
+/// decodes reuse it, and a decode cancelled after detecting still leaves
+/// its result for the next one.
+#[derive(Debug, Clone, Default)]
+pub struct Detection(Arc<OnceLock<(String, f32)>>);
+
+impl Detection {
+    /// A detection at least this sure settles the language.
+    pub const CONFIDENT: f32 = 0.5;
+    /// Audio at least this long (samples) settles it whatever the
+    /// probability: more speech rarely changes whisper's mind after that.
+    pub const ENOUGH_AUDIO: usize = 4 * 16_000;
+
+    /// Streaming partials wait for this much of an utterance (samples)
+    /// before detecting: on less, detection is often unsure or wrong (1.5 s
+    /// espeak clips in seven languages: 5 right, against 6 at 2.5 s), and
+    /// an unsure guess does not settle, so its encoder pass is wasted.
+    pub const WORTH_DETECTING: usize = 2 * 16_000;
+
+    /// The settled language code and its probability, once known.
+    pub fn get(&self) -> Option<&(String, f32)> {
+        self.0.get()
+    }
+
+    /// Offers a detection made on `samples` of audio. It settles the
+    /// language when it is confident or heard enough; otherwise the next
+    /// decode, with more of the utterance, detects again. (On espeak German,
+    /// 1.5 s gave `de` at 0.42 and 3 s gave 0.71.) The first settled
+    /// detection wins.
+    pub fn offer(&self, language: &str, probability: f32, samples: usize) {
+        if probability >= Self::CONFIDENT || samples >= Self::ENOUGH_AUDIO {
+            let _ = self.0.set((language.to_string(), probability));
+        }
+    }
+}
+
+/// Two handles are equal when they share the same slot.
+impl PartialEq for Detection {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl DecodeParams {
@@ -55,6 +103,7 @@ impl DecodeParams {
             candidates: None,
             task: Task::Transcribe,
             audio_ctx: None,
+            detection: None,
         }
     }
 }
@@ -130,6 +179,27 @@ pub(crate) fn full_params<'a>(
     fp
 }
 
+/// Params for a `full` call that only prepares a state for language
+/// detection: it computes the mel of the audio and resets the state's
+/// encoder window to the full 30 s, then stops before encoding.
+/// whisper.cpp's `lang_detect` encodes with the window the state's last
+/// `full` call set and offers no other way to choose it; `duration_ms` of
+/// exactly 100 passes the too-short check and ends the decode loop at once
+/// (`whisper_full_with_state`, whisper.cpp 1.8.3). This replaces a second
+/// whisper state per worker kept only for detection.
+pub fn detection_window_params<'a>(threads: usize) -> FullParams<'a, 'a> {
+    let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    fp.set_n_threads(threads as i32);
+    fp.set_language(Some("en"));
+    fp.set_duration_ms(100);
+    fp.set_audio_ctx(0);
+    fp.set_print_progress(false);
+    fp.set_print_realtime(false);
+    fp.set_print_special(false);
+    fp.set_print_timestamps(false);
+    fp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +215,29 @@ mod tests {
         assert!(c >= 11 * 50 + 64 && c % 64 == 0, "{c}");
         // 28 s is close enough to 30 s to use the full window
         assert_eq!(fit_audio_ctx(28 * 16_000), 0);
+    }
+
+    #[test]
+    fn an_unsure_detection_on_little_audio_does_not_settle() {
+        let d = Detection::default();
+        let shared = d.clone();
+        d.offer("de", 0.42, 24_000);
+        assert_eq!(shared.get(), None);
+        // Sure enough: settled, and every clone sees it.
+        d.offer("de", 0.71, 48_000);
+        assert_eq!(shared.get(), Some(&("de".to_string(), 0.71)));
+        // The first settled detection wins.
+        d.offer("en", 0.99, 96_000);
+        assert_eq!(shared.get(), Some(&("de".to_string(), 0.71)));
+        assert_eq!(d, shared);
+        assert_ne!(d, Detection::default());
+    }
+
+    #[test]
+    fn enough_audio_settles_even_an_unsure_detection() {
+        let d = Detection::default();
+        d.offer("pt", 0.3, Detection::ENOUGH_AUDIO);
+        assert_eq!(d.get(), Some(&("pt".to_string(), 0.3)));
     }
 
     #[test]

@@ -117,20 +117,7 @@ impl Engine {
             let state = ctx
                 .create_state()
                 .map_err(|e| load_err(format!("creating decode state {i}: {e}")))?;
-            // Language detection gets a state of its own: whisper.cpp's
-            // detection encodes with the window (`audio_ctx`) the state's
-            // last full decode used, and a fitted window makes it guess
-            // wrong (German heard as English, 0.42). A state that never
-            // runs a full decode keeps the whole 30 s window.
-            let detector = if multilingual {
-                Some(
-                    ctx.create_state()
-                        .map_err(|e| load_err(format!("creating detection state {i}: {e}")))?,
-                )
-            } else {
-                None
-            };
-            let worker = Worker::new(state, detector, multilingual, threads, busy.clone());
+            let worker = Worker::new(state, multilingual, threads, busy.clone());
             let (f, p) = (final_rx.clone(), partial_rx.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("whisper-{i}"))

@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 use tokio_util::sync::CancellationToken;
 use whisper_rs::WhisperState;
 
-use super::params::full_params;
+use super::params::{detection_window_params, full_params};
 use super::{DecodeJob, DecodeParams, EngineError, Segment, Task, Transcript};
 
 /// whisper.cpp returns no text for input shorter than 1 s, so shorter audio
@@ -19,9 +19,6 @@ const MIN_SAMPLES: usize = 16_000 + 1_600;
 
 pub(super) struct Worker {
     state: WhisperState,
-    /// Used only for language detection (multilingual models), so its
-    /// encoder window is always the full one; see `Engine::start`.
-    detector: Option<WhisperState>,
     multilingual: bool,
     threads: usize,
     busy: Arc<AtomicUsize>,
@@ -30,14 +27,12 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         state: WhisperState,
-        detector: Option<WhisperState>,
         multilingual: bool,
         threads: usize,
         busy: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             state,
-            detector,
             multilingual,
             threads,
             busy,
@@ -79,6 +74,11 @@ impl Worker {
             &job.audio
         };
         let (language, probability) = self.resolve_language(&job.params, audio)?;
+        // Detection is not covered by the abort hook; check before the
+        // (longer) decode.
+        if job.cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         let mut fp = full_params(&job.params, &language, self.threads, job.audio.len());
         // whisper-rs 0.16's `set_abort_callback_safe` boxes the closure twice
         // but its trampoline casts the pointer back as if boxed once, so the
@@ -133,7 +133,8 @@ impl Worker {
     }
 
     /// The language to decode in, and how sure we are of it. Detection costs
-    /// an extra encoder pass, so it only runs when no language was given.
+    /// an extra encoder pass, so it only runs when no language was given and
+    /// the job's shared [`Detection`](super::Detection) holds none yet.
     fn resolve_language(
         &mut self,
         p: &DecodeParams,
@@ -171,22 +172,36 @@ impl Worker {
             }
             return Ok((lang.clone(), 1.0));
         }
-        let detector = self.detector.as_mut().unwrap_or(&mut self.state);
-        detector
-            .pcm_to_mel(audio, self.threads)
-            .map_err(|e| EngineError::Decode(format!("mel spectrogram: {e}")))?;
-        let (id, probs) = detector
+        if let Some(known) = p.detection.as_ref().and_then(|d| d.get()) {
+            return Ok(known.clone());
+        }
+        // whisper.cpp's detection encodes with the window the state's last
+        // `full` call set (a decode's fitted one), so reset it to the full
+        // 30 s window first. Fitted windows are much cheaper but guess
+        // worse: on espeak German (de+m3, 140 wpm, 3.6 s) base says en 0.43
+        // at 512 frames, de 0.48 at 768, de 0.61 at 1024 and de 0.78 with
+        // the full window, which costs about 3 s on two cores. Detection
+        // runs once per utterance, so accuracy wins.
+        self.state
+            .full(detection_window_params(self.threads), audio)
+            .map_err(|e| EngineError::Decode(format!("preparing language detection: {e}")))?;
+        let (id, probs) = self
+            .state
             .lang_detect(0, self.threads)
             .map_err(|e| EngineError::Decode(format!("language detection: {e}")))?;
         let code = whisper_rs::get_lang_str(id)
             .ok_or_else(|| EngineError::Decode(format!("language detection returned id {id}")))?;
         let prob = probs.get(id as usize).copied().unwrap_or(0.0);
-        match &p.candidates {
+        let chosen = match &p.candidates {
             Some(c) if !c.is_empty() => {
-                Ok(choose_candidate(c, &probs).unwrap_or_else(|| (code.to_string(), prob)))
+                choose_candidate(c, &probs).unwrap_or_else(|| (code.to_string(), prob))
             }
-            _ => Ok((code.to_string(), prob)),
+            _ => (code.to_string(), prob),
+        };
+        if let Some(d) = &p.detection {
+            d.offer(&chosen.0, chosen.1, audio.len());
         }
+        Ok(chosen)
     }
 }
 

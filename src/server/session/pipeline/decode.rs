@@ -29,9 +29,6 @@ pub(super) struct InFlight {
     pub(super) start: u64,
     pub(super) end: u64,
     pub(super) buffer_wait: Duration,
-    /// The utterance's detected language was reused (with this detection
-    /// probability) instead of detecting again.
-    pub(super) reused: Option<f32>,
     pub(super) cancel: CancellationToken,
     pub(super) fut: BoxFuture<'static, Result<Transcript, ScheduleError>>,
 }
@@ -41,7 +38,6 @@ pub(super) struct FinalDone {
     start: u64,
     end: u64,
     buffer_wait: Duration,
-    reused: Option<f32>,
     result: Result<Transcript, ScheduleError>,
 }
 
@@ -65,7 +61,6 @@ impl Pipeline {
             start,
             end,
             buffer_wait,
-            reused,
             fut,
             ..
         } = spec;
@@ -74,7 +69,6 @@ impl Pipeline {
                 start,
                 end,
                 buffer_wait,
-                reused,
                 result: fut.await,
             }
         }));
@@ -83,18 +77,24 @@ impl Pipeline {
 
     /// Starts the final's decode as soon as the closing silence has begun
     /// and the padded end is buffered, instead of after `vad_silence`; the
-    /// result waits until the endpoint is confirmed. Speech resuming (or the
-    /// utterance being cut) withdraws it.
+    /// result waits until the endpoint is confirmed. Speech resuming
+    /// withdraws it: it is then a decode of the utterance so far, so it
+    /// carries on as the partial. (Cancelling it instead meant that a slow
+    /// model, whose decodes outlast the gaps between a speaker's pauses,
+    /// never produced a partial at all.) The utterance being cut withdraws
+    /// it for good.
     pub(super) fn speculate(&mut self) {
         let tentative = self.endpointer.tentative_end();
         let current = self.utterance.as_ref().map(|u| (u.id, u.start));
-        if let Some(spec) = &self.speculative {
-            let still =
-                current == Some((spec.utterance, spec.start)) && tentative == Some(spec.end);
-            if still {
+        if let Some(spec) = self.speculative.take() {
+            let same_utterance = current == Some((spec.utterance, spec.start));
+            if same_utterance && tentative == Some(spec.end) {
+                self.speculative = Some(spec);
                 return;
             }
-            if let Some(spec) = self.speculative.take() {
+            if same_utterance && self.partial.is_none() {
+                self.partial = Some(spec);
+            } else {
                 spec.cancel.cancel();
             }
         }
@@ -138,7 +138,7 @@ impl Pipeline {
             DecodeKind::Partial => Profile::Realtime,
             DecodeKind::Final => self.opts.profile,
         };
-        let (params, reused) = self.params(profile);
+        let params = self.params(profile);
         let (scheduler, engine) = (&self.deps.scheduler, self.model.engine());
         let ticket = match kind {
             DecodeKind::Partial => scheduler.try_partial(engine, audio, params, cancel.clone()),
@@ -149,36 +149,34 @@ impl Pipeline {
             start,
             end,
             buffer_wait,
-            reused,
             cancel,
             fut: Box::pin(ticket.wait()),
         })
     }
 
-    /// Decode parameters, and the detection probability when the current
-    /// utterance's detected language is reused: whisper.cpp's detection is
-    /// an extra encoder pass, so it runs once per utterance, not per decode.
-    fn params(&self, profile: Profile) -> (DecodeParams, Option<f32>) {
+    /// Decode parameters. A session without a language shares the current
+    /// utterance's [`engine::Detection`], so detection runs once per utterance.
+    fn params(&self, profile: Profile) -> DecodeParams {
         let cfg = match profile {
             Profile::Realtime => self.deps.realtime.clone(),
             Profile::Accurate => self.deps.accurate.clone(),
         };
-        let (language, reused) = match (&self.opts.language, &self.detected) {
-            (Some(l), _) => (Some(l.clone()), None),
-            (None, Some((l, p))) => (Some(l.clone()), Some(*p)),
-            (None, None) => (None, None),
-        };
-        let params = DecodeParams {
+        let detect = self.opts.language.is_none();
+        DecodeParams {
             profile: cfg,
-            candidates: language
-                .is_none()
-                .then(|| self.opts.candidates.clone())
-                .flatten(),
-            language,
+            language: self.opts.language.clone(),
+            candidates: self.opts.candidates.clone().filter(|_| detect),
             task: self.opts.task,
             audio_ctx: None,
-        };
-        (params, reused)
+            detection: detect.then(|| self.detection.clone()),
+        }
+    }
+
+    /// The next decode of this utterance would run language detection.
+    fn must_detect(&self) -> bool {
+        self.opts.language.is_none()
+            && self.model.engine().multilingual()
+            && self.detection.get().is_none()
     }
 
     fn in_flight(&self) -> usize {
@@ -205,12 +203,19 @@ impl Pipeline {
         if self.partial.is_some() || self.speculative.is_some() || self.auto_waiting {
             return;
         }
+        // Until the language is settled, a partial also detects it: wait
+        // until there is enough speech for that to be worth its cost.
+        let min_audio = if self.must_detect() {
+            engine::Detection::WORTH_DETECTING as u64
+        } else {
+            0
+        };
         let limits = &self.deps.limits;
         let end = self.buffer.end();
         let Some(u) = self.utterance.as_mut() else {
             return;
         };
-        if end - u.last_partial_end < limits.partial_interval_samples {
+        if end - u.last_partial_end < limits.partial_interval_samples || end - u.start < min_audio {
             return;
         }
         u.last_partial_end = end;
@@ -254,7 +259,7 @@ impl Pipeline {
             }
         }
         let buffer_wait = self.buffer_wait(end);
-        let (params, reused) = self.params(self.opts.profile);
+        let params = self.params(self.opts.profile);
         let ticket = self
             .deps
             .scheduler
@@ -271,7 +276,6 @@ impl Pipeline {
                 start,
                 end,
                 buffer_wait,
-                reused,
                 result: ticket.wait().await,
             }
         }));
@@ -306,13 +310,10 @@ impl Pipeline {
             .utterance
             .as_ref()
             .is_some_and(|u| u.id == job.utterance);
-        if current && self.opts.language.is_none() && self.detected.is_none() {
-            self.detected = Some((t.language.clone(), t.language_probability));
-        }
         let text = t.text();
         if current && !text.is_empty() {
             let split = self.agreement.partial(&text);
-            let update = self.update(&t, job.reused, split, false, job.start, job.end);
+            let update = self.update(&t, split, false, job.start, job.end);
             phases.emit = self.send(update).await?;
             SessionStats::add(&self.stats().partials_sent, 1);
         }
@@ -335,7 +336,7 @@ impl Pipeline {
             self.auto_waiting = false;
         } else {
             let split = Agreement::default().finish(&text);
-            let update = self.update(&t, done.reused, split, true, done.start, done.end);
+            let update = self.update(&t, split, true, done.start, done.end);
             if self.deps.log_transcripts {
                 tracing::info!(
                     start_sec = update.start_sec,
@@ -362,18 +363,8 @@ impl Pipeline {
         self.deps.metrics.record_decode(kind, &phases, audio_sec);
     }
 
-    /// A result for the client. `reused` is the detection probability when
-    /// the utterance's detected language was reused (whisper.cpp reports a
-    /// forced language as certain).
-    fn update(
-        &self,
-        t: &Transcript,
-        reused: Option<f32>,
-        split: Split,
-        is_final: bool,
-        start: u64,
-        end: u64,
-    ) -> Update {
+    /// A result for the client.
+    fn update(&self, t: &Transcript, split: Split, is_final: bool, start: u64, end: u64) -> Update {
         Update {
             text: split.text,
             is_final,
@@ -383,7 +374,7 @@ impl Pipeline {
                 .unwrap_or_default()
                 .to_string(),
             language_code: t.language.clone(),
-            probability: f64::from(reused.unwrap_or(t.language_probability)),
+            probability: f64::from(t.language_probability),
             committed_text: split.committed,
             unstable_text: split.unstable,
         }

@@ -22,6 +22,7 @@ use super::{Claim, Disconnected, SessionDeps, SessionReport, SessionStats, Stop,
 use crate::audio::resample::StreamResampler;
 use crate::error::{ErrorCode, SttError};
 use crate::server::capture::{CaptureStore, SessionCapture};
+use crate::server::engine::Detection;
 use crate::server::model_registry::ModelLease;
 use crate::server::vad::{EndpointConfig, Endpointer, SpeechEvent, VadStream};
 
@@ -80,9 +81,9 @@ pub(super) struct Pipeline {
     agreement: Agreement,
     utterance: Option<Utterance>,
     next_utterance: u64,
-    /// The current utterance's detected language and its probability, once
-    /// a decode has detected it (sessions without a language only).
-    detected: Option<(String, f32)>,
+    /// The current utterance's detected language, filled by whichever of
+    /// its decodes detects first (sessions without a language only).
+    detection: Detection,
     /// At most one partial decode in flight.
     partial: Option<InFlight>,
     /// At most one speculative final in flight.
@@ -145,7 +146,7 @@ impl Pipeline {
             agreement: Agreement::default(),
             utterance: None,
             next_utterance: 0,
-            detected: None,
+            detection: Detection::default(),
             partial: None,
             speculative: None,
             finals: FuturesOrdered::new(),
@@ -330,7 +331,7 @@ impl Pipeline {
                     return Ok(());
                 }
                 self.next_utterance += 1;
-                self.detected = None;
+                self.detection = Detection::default();
                 self.utterance = Some(Utterance {
                     id: self.next_utterance,
                     start,
