@@ -11,6 +11,7 @@ measured from the first voiced sample.
 
   scripts/bench-latency.py --server 127.0.0.1:50051 --streams 1 --rounds 3
   scripts/bench-latency.py --streams 4 --sentences 3      # concurrency
+  scripts/bench-latency.py --language en   # skip detection (multilingual models)
   scripts/bench-latency.py --streams 4 --probe-http 127.0.0.1:8000
       # also time GET /metrics and /health every 50 ms while the streams
       # keep the decode workers saturated
@@ -70,8 +71,11 @@ def build_stream(texts, tmp, tag):
     return path, spans
 
 
-def run_stream(stt, server, path, spans, vad_silence):
-    cmd = [stt, "file", "--server", server, "--json", "--metrics", "--vad-silence", str(vad_silence), path]
+def run_stream(stt, server, path, spans, vad_silence, language=None):
+    cmd = [stt, "file", "--server", server, "--json", "--metrics", "--vad-silence", str(vad_silence)]
+    if language:
+        cmd += ["--language", language]
+    cmd.append(path)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:]}
@@ -145,6 +149,7 @@ def main():
     ap.add_argument("--sentences", type=int, default=1, help="sentences per stream")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--vad-silence", type=float, default=0.5)
+    ap.add_argument("--language", help="force this language (default: the server's, or auto-detect)")
     ap.add_argument("--probe-http", metavar="HOST:PORT", help="time /metrics and /health while streaming")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +167,7 @@ def main():
             probe.start()
         for r, batch in enumerate(jobs):
             with ThreadPoolExecutor(max_workers=args.streams) as ex:
-                outs = list(ex.map(lambda b: run_stream(args.stt, args.server, b[0], b[1], args.vad_silence), batch))
+                outs = list(ex.map(lambda b: run_stream(args.stt, args.server, b[0], b[1], args.vad_silence, args.language), batch))
             for o in outs:
                 if "error" in o:
                     errors.append(o["error"])

@@ -98,9 +98,10 @@ impl<W: Write> Renderer<W> {
     fn final_line(&mut self, r: &pb::SttResult) -> io::Result<()> {
         let clear = if self.partial_shown { CLEAR_LINE } else { "" };
         self.partial_shown = false;
+        let language = language_tag(r).map(|t| t + " ").unwrap_or_default();
         writeln!(
             self.out,
-            "{clear}[{:.2} → {:.2}] {}",
+            "{clear}[{:.2} → {:.2}] {language}{}",
             r.start_sec,
             r.end_sec,
             r.text.trim()
@@ -131,6 +132,19 @@ impl<W: Write> Renderer<W> {
 }
 
 /// The last `width` characters of `text`, marked with `…` when cut.
+/// `[de]` for a final in a forced language other than English, `[de 0.78]`
+/// for a detected one; nothing for English from an English-only model (or
+/// a server that does not say), so the common case stays uncluttered.
+fn language_tag(r: &pb::SttResult) -> Option<String> {
+    let code = r.language_code.trim();
+    let detected = r.probability > 0.0 && r.probability < 1.0;
+    match (code, detected) {
+        ("", _) | ("en", false) => None,
+        (_, true) => Some(format!("[{code} {:.2}]", r.probability)),
+        (_, false) => Some(format!("[{code}]")),
+    }
+}
+
 fn tail(text: &str, width: usize) -> String {
     let n = text.chars().count();
     if n <= width {
@@ -288,6 +302,30 @@ mod tests {
             ],
         );
         assert_eq!(out, "[0.50 → 1.25] hello\n");
+    }
+
+    #[test]
+    fn finals_say_which_language_unless_plain_english() {
+        let with = |code: &str, p: f64| pb::SttResult {
+            language_code: code.into(),
+            probability: p,
+            ..result("hallo", true, 0.0, 1.0)
+        };
+        let out = render(
+            false,
+            Format::Text,
+            &[
+                with("de", 0.783),
+                with("de", 1.0),
+                with("en", 1.0),
+                with("en", 0.95),
+            ],
+        );
+        assert_eq!(
+            out,
+            "[0.00 → 1.00] [de 0.78] hallo\n[0.00 → 1.00] [de] hallo\n\
+             [0.00 → 1.00] hallo\n[0.00 → 1.00] [en 0.95] hallo\n"
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(super) fn run(
             rss as f64 / 1e6
         );
     }
+    // The window the decode profile picks for this clip (its audio_ctx
+    // rule), unless --audio-ctx says otherwise.
+    let mut detected = None;
     for threads in [1, 2] {
         let mut cfg = EngineConfig::new(engine.model_path().to_path_buf());
         cfg.threads = threads;
@@ -52,7 +55,7 @@ pub(super) fn run(
             String::new()
         };
         println!(
-            "full window, {threads} thread(s){mode}: best {:.3} s, mean {:.3} s, RTF {:.3} | {}",
+            "profile window, {threads} thread(s){mode}: best {:.3} s, mean {:.3} s, RTF {:.3} | {}",
             best.as_secs_f64(),
             mean.as_secs_f64(),
             best.as_secs_f64() / clip.duration_sec(),
@@ -65,12 +68,13 @@ pub(super) fn run(
             forced.language = Some(t.language.clone());
             let (f_best, f_mean, _) = time_decode(&e, &audio, &forced, runs)?;
             println!(
-                "full window, {threads} thread(s), forced {}: best {:.3} s, mean {:.3} s (detection +{:.3} s)",
+                "profile window, {threads} thread(s), forced {}: best {:.3} s, mean {:.3} s (detection +{:.3} s)",
                 t.language,
                 f_best.as_secs_f64(),
                 f_mean.as_secs_f64(),
                 best.saturating_sub(f_best).as_secs_f64()
             );
+            detected = Some(t.language.clone());
         }
         e.shutdown();
     }
@@ -79,9 +83,17 @@ pub(super) fn run(
     for ctx in [768, 384].into_iter().filter(|&c| fit != 0 && c >= fit) {
         let mut p = params.clone();
         p.audio_ctx = Some(ctx);
+        // The window only changes the decode; leave detection out of it.
+        let forced = match &detected {
+            Some(lang) => {
+                p.language = Some(lang.clone());
+                format!(", forced {lang}")
+            }
+            None => String::new(),
+        };
         let (best, mean, t) = time_decode(engine, &audio, &p, runs)?;
         println!(
-            "audio_ctx {ctx}, {} thread(s): best {:.3} s, mean {:.3} s | {}",
+            "audio_ctx {ctx}, {} thread(s){forced}: best {:.3} s, mean {:.3} s | {}",
             engine.threads(),
             best.as_secs_f64(),
             mean.as_secs_f64(),

@@ -233,3 +233,32 @@ async fn two_sessions_at_once_each_on_its_own_model() {
         "{de_final:?}"
     );
 }
+
+#[test]
+fn stt_file_with_a_language_prints_finals_marked_with_it() {
+    // What the README shows: base as the default model, the real `stt file`
+    // client forcing German; every final line carries the language.
+    let server = TestServer::start(|s| s.model_path = models_dir().join("ggml-base.bin"));
+    let wav = speak("ml_de", "de", DE);
+    let out = run_stt(&[
+        "file",
+        "--server",
+        &server.addr.to_string(),
+        "--no-realtime",
+        "--language",
+        "de",
+        wav.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(!lines.is_empty(), "no finals");
+    for line in &lines {
+        assert!(line.contains("] [de] "), "{line}");
+    }
+    assert!(has_any(&stdout, &["morgen", "kaffee"]), "{stdout}");
+}
