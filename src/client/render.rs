@@ -131,10 +131,12 @@ impl<W: Write> Renderer<W> {
     }
 }
 
-/// The last `width` characters of `text`, marked with `…` when cut.
-/// `[de]` for a final in a forced language other than English, `[de 0.78]`
-/// for a detected one; nothing for English from an English-only model (or
-/// a server that does not say), so the common case stays uncluttered.
+/// `[de 0.78]` for a final whose language was detected, `[de]` for one in
+/// a forced language other than English; nothing for forced English
+/// (tiny.en's every result) or a server that does not say. The server
+/// reports forced languages with probability 1.0, so a detection that is
+/// certain shows as forced; on a multilingual model without `--language`,
+/// English finals are tagged too, since they were detected.
 fn language_tag(r: &pb::SttResult) -> Option<String> {
     let code = r.language_code.trim();
     let detected = r.probability > 0.0 && r.probability < 1.0;
@@ -145,6 +147,7 @@ fn language_tag(r: &pb::SttResult) -> Option<String> {
     }
 }
 
+/// The last `width` characters of `text`, marked with `…` when cut.
 fn tail(text: &str, width: usize) -> String {
     let n = text.chars().count();
     if n <= width {

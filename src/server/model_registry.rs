@@ -119,6 +119,12 @@ impl ModelRegistry {
     pub fn start(default_id: String, cfg: EngineConfig) -> Result<Self, EngineError> {
         let started = Instant::now();
         let engine = Engine::start(cfg.clone())?;
+        // Every other model decodes through the default's gate: its workers
+        // and threads were sized to the cores once, for all models.
+        let template = EngineConfig {
+            gate: Some(engine.gate()),
+            ..cfg.clone()
+        };
         let mut models = BTreeMap::new();
         models.insert(
             default_id.clone(),
@@ -134,7 +140,7 @@ impl ModelRegistry {
         Ok(Self {
             inner: Arc::new(Inner {
                 default_id,
-                template: cfg,
+                template,
                 models: Mutex::new(models),
                 generation: AtomicUsize::new(1),
             }),

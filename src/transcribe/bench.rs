@@ -37,9 +37,9 @@ pub(super) fn run(
             rss as f64 / 1e6
         );
     }
-    // The window the decode profile picks for this clip (its audio_ctx
-    // rule), unless --audio-ctx says otherwise.
     let mut detected = None;
+    // "profile window": the one the decode profile picks for this clip (its
+    // audio_ctx rule), unless --audio-ctx says otherwise.
     for threads in [1, 2] {
         let mut cfg = EngineConfig::new(engine.model_path().to_path_buf());
         cfg.threads = threads;

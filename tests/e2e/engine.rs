@@ -81,3 +81,33 @@ fn english_only_model_refuses_other_languages() {
     assert!(matches!(res, Err(EngineError::Language { .. })), "{res:?}");
     engine.shutdown();
 }
+
+#[test]
+fn every_model_decodes_through_the_default_models_cpu_gate() {
+    // Two models' workers decoding at once on cores sized for one collapse
+    // (ggml threads spin); a registry's models share one gate.
+    use stt::server::model_registry::ModelRegistry;
+    let registry = ModelRegistry::start("tiny.en".into(), EngineConfig::new(tiny_en()))
+        .expect("default loads");
+    registry
+        .load_now("second".into(), tiny_en())
+        .expect("second model loads");
+    let default = registry.lease(None).expect("default lease");
+    let second = registry.lease(Some("second")).expect("second lease");
+    let gate = default.engine().gate();
+    assert_eq!(gate.free(), 1);
+    let pass = gate.enter(Priority::Final, &CancellationToken::new());
+    assert!(pass.is_some());
+    assert_eq!(
+        second.engine().gate().free(),
+        0,
+        "the second model has a gate of its own"
+    );
+    drop(pass);
+    // And decoding still works through it.
+    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    let t = second.engine().decode_blocking(passage(), params).unwrap();
+    assert!(!t.text().is_empty());
+    drop((default, second));
+    registry.shutdown();
+}

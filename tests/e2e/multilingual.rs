@@ -140,12 +140,16 @@ async fn partials_of_a_long_utterance_share_the_finals_language() {
         assert_eq!(r.language_code, "de", "{r:?}");
         assert_eq!(r.language, "german", "{r:?}");
     }
-    // The final did not detect again: a partial carries its exact figure.
-    assert!(
-        partials.iter().any(|p| p.probability == last.probability),
-        "detection was not reused: {:?}",
-        out.results
-    );
+    // A sure detection settles the utterance's language: every result
+    // after it, the final included, carries its exact figure. (Unsure
+    // guesses on the first seconds may differ; they settle nothing.)
+    if let Some(settled) = out.results.iter().find(|r| r.probability >= 0.5) {
+        assert_eq!(
+            settled.probability, last.probability,
+            "detection was not reused: {:?}",
+            out.results
+        );
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! mono f32 plus [`DecodeParams`] and get a [`Transcript`] back through a
 //! oneshot. It knows nothing of sessions, gRPC or HTTP.
 
+mod gate;
 mod params;
 mod pool;
 mod worker;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+pub use gate::CpuGate;
 pub use params::{fit_audio_ctx, DecodeParams, Detection, Task};
 pub use pool::{default_threads, Engine, EngineConfig, Priority};
 

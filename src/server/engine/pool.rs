@@ -11,6 +11,7 @@ use crossbeam_channel::{bounded, Sender, TrySendError};
 use tokio_util::sync::CancellationToken;
 use whisper_rs::{WhisperContext, WhisperContextParameters};
 
+use super::gate::CpuGate;
 use super::worker::Worker;
 use super::{DecodeJob, DecodeParams, EngineError, Transcript};
 
@@ -30,6 +31,9 @@ pub struct EngineConfig {
     pub use_gpu: bool,
     /// whisper.cpp flash attention (slower on the CPUs we measured).
     pub flash_attn: bool,
+    /// Shared bound on decodes running at once across engines; `None`
+    /// gives this engine its own with `workers` slots.
+    pub gate: Option<CpuGate>,
 }
 
 impl EngineConfig {
@@ -42,6 +46,7 @@ impl EngineConfig {
             queue_capacity: 64,
             use_gpu: cfg!(feature = "cuda"),
             flash_attn: false,
+            gate: None,
         }
     }
 }
@@ -77,6 +82,7 @@ struct Inner {
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// Jobs being decoded right now.
     busy: Arc<AtomicUsize>,
+    gate: CpuGate,
 }
 
 impl Engine {
@@ -112,12 +118,13 @@ impl Engine {
         let (final_tx, final_rx) = bounded(cfg.queue_capacity.max(1));
         let (partial_tx, partial_rx) = bounded(cfg.queue_capacity.max(1));
         let busy = Arc::new(AtomicUsize::new(0));
+        let gate = cfg.gate.clone().unwrap_or_else(|| CpuGate::new(workers));
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
             let state = ctx
                 .create_state()
                 .map_err(|e| load_err(format!("creating decode state {i}: {e}")))?;
-            let worker = Worker::new(state, multilingual, threads, busy.clone());
+            let worker = Worker::new(state, multilingual, threads, busy.clone(), gate.clone());
             let (f, p) = (final_rx.clone(), partial_rx.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("whisper-{i}"))
@@ -142,6 +149,7 @@ impl Engine {
                 queues: RwLock::new(Some((final_tx, partial_tx))),
                 handles: Mutex::new(handles),
                 busy,
+                gate,
             }),
         })
     }
@@ -164,6 +172,12 @@ impl Engine {
     /// ggml threads per worker.
     pub fn threads(&self) -> usize {
         self.inner.threads
+    }
+
+    /// The gate this engine's workers pass to decode; hand it to engines
+    /// for other models so they share the CPU instead of fighting over it.
+    pub fn gate(&self) -> CpuGate {
+        self.inner.gate.clone()
     }
 
     /// Jobs being decoded right now.

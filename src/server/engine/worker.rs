@@ -10,8 +10,9 @@ use crossbeam_channel::Receiver;
 use tokio_util::sync::CancellationToken;
 use whisper_rs::WhisperState;
 
+use super::gate::CpuGate;
 use super::params::{detection_window_params, full_params};
-use super::{DecodeJob, DecodeParams, EngineError, Segment, Task, Transcript};
+use super::{DecodeJob, DecodeParams, EngineError, Priority, Segment, Task, Transcript};
 
 /// whisper.cpp returns no text for input shorter than 1 s, so shorter audio
 /// is padded with silence up to this many samples.
@@ -22,6 +23,8 @@ pub(super) struct Worker {
     multilingual: bool,
     threads: usize,
     busy: Arc<AtomicUsize>,
+    /// Shared with every engine in the process: decodes running at once.
+    gate: CpuGate,
 }
 
 impl Worker {
@@ -30,22 +33,29 @@ impl Worker {
         multilingual: bool,
         threads: usize,
         busy: Arc<AtomicUsize>,
+        gate: CpuGate,
     ) -> Self {
         Self {
             state,
             multilingual,
             threads,
             busy,
+            gate,
         }
     }
 
     /// Runs until both queues are disconnected.
     pub(super) fn run(mut self, finals: Receiver<DecodeJob>, partials: Receiver<DecodeJob>) {
-        while let Some(job) = next_job(&finals, &partials) {
-            if job.cancel.is_cancelled() {
+        while let Some((job, priority)) = next_job(&finals, &partials) {
+            // The wait for a CPU slot counts as queue wait.
+            let Some(_pass) = self
+                .gate
+                .enter(priority, &job.cancel)
+                .filter(|_| !job.cancel.is_cancelled())
+            else {
                 let _ = job.reply.send(Err(EngineError::Cancelled));
                 continue;
-            }
+            };
             let queue_wait = job.enqueued.elapsed();
             self.busy.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
@@ -198,10 +208,16 @@ impl Worker {
             }
             _ => (code.to_string(), prob),
         };
-        if let Some(d) = &p.detection {
-            d.offer(&chosen.0, chosen.1, audio.len());
+        match &p.detection {
+            Some(d) => {
+                d.offer(&chosen.0, chosen.1, audio.len());
+                // Another decode of the utterance (a cancelled partial still
+                // detecting on another worker) may have settled it first;
+                // the utterance keeps one language.
+                Ok(d.get().cloned().unwrap_or(chosen))
+            }
+            None => Ok(chosen),
         }
-        Ok(chosen)
     }
 }
 
@@ -223,14 +239,25 @@ fn choose_candidate(candidates: &[(String, u32)], probs: &[f32]) -> Option<(Stri
     Some((best.0.to_string(), prob))
 }
 
-/// Next job, finals first; `None` when the engine has shut down.
-fn next_job(finals: &Receiver<DecodeJob>, partials: &Receiver<DecodeJob>) -> Option<DecodeJob> {
+/// Next job and its queue, finals first; `None` when the engine has shut
+/// down.
+fn next_job(
+    finals: &Receiver<DecodeJob>,
+    partials: &Receiver<DecodeJob>,
+) -> Option<(DecodeJob, Priority)> {
+    let last = |job: Option<DecodeJob>, p| job.map(|j| (j, p));
     if let Ok(job) = finals.try_recv() {
-        return Some(job);
+        return Some((job, Priority::Final));
     }
     crossbeam_channel::select! {
-        recv(finals) -> job => job.ok().or_else(|| partials.recv().ok()),
-        recv(partials) -> job => job.ok().or_else(|| finals.recv().ok()),
+        recv(finals) -> job => match job {
+            Ok(j) => Some((j, Priority::Final)),
+            Err(_) => last(partials.recv().ok(), Priority::Partial),
+        },
+        recv(partials) -> job => match job {
+            Ok(j) => Some((j, Priority::Partial)),
+            Err(_) => last(finals.recv().ok(), Priority::Final),
+        },
     }
 }
 

@@ -25,6 +25,9 @@ use crate::server::session::{SessionStats, Update};
 /// a speculative final (its result becomes the final if the endpoint lands
 /// at `end`, so the silence wait overlaps the decode).
 pub(super) struct InFlight {
+    /// What the decode was started as: a speculative final keeps its kind
+    /// (and profile) when it carries on as the partial.
+    pub(super) kind: DecodeKind,
     pub(super) utterance: u64,
     pub(super) start: u64,
     pub(super) end: u64,
@@ -79,10 +82,11 @@ impl Pipeline {
     /// and the padded end is buffered, instead of after `vad_silence`; the
     /// result waits until the endpoint is confirmed. Speech resuming
     /// withdraws it: it is then a decode of the utterance so far, so it
-    /// carries on as the partial. (Cancelling it instead meant that a slow
-    /// model, whose decodes outlast the gaps between a speaker's pauses,
-    /// never produced a partial at all.) The utterance being cut withdraws
-    /// it for good.
+    /// carries on as the partial when it covers no more than a partial's
+    /// window. (Cancelling it instead meant that on base, whose decodes
+    /// rarely finish between a speaker's pauses, most utterances got no
+    /// partial at all; a decode still running at the next pause is
+    /// cancelled there.) The utterance being cut withdraws it for good.
     pub(super) fn speculate(&mut self) {
         let tentative = self.endpointer.tentative_end();
         let current = self.utterance.as_ref().map(|u| (u.id, u.start));
@@ -92,7 +96,12 @@ impl Pipeline {
                 self.speculative = Some(spec);
                 return;
             }
-            if same_utterance && self.partial.is_none() {
+            let window = self.deps.limits.partial_window_samples;
+            let fits = spec.end - spec.start <= window;
+            if same_utterance && fits && self.partial.is_none() {
+                if let Some(u) = self.utterance.as_mut() {
+                    u.last_partial_end = u.last_partial_end.max(spec.end);
+                }
                 self.partial = Some(spec);
             } else {
                 spec.cancel.cancel();
@@ -145,6 +154,7 @@ impl Pipeline {
             DecodeKind::Final => scheduler.try_final(engine, audio, params, cancel.clone()),
         }?;
         Some(InFlight {
+            kind,
             utterance,
             start,
             end,
@@ -174,7 +184,14 @@ impl Pipeline {
 
     /// The next decode of this utterance would run language detection.
     fn must_detect(&self) -> bool {
+        // One allowed language (however often listed) is forced, as in the
+        // worker.
+        let single = self.opts.candidates.as_deref().is_some_and(|c| {
+            c.first()
+                .is_some_and(|(first, _)| c.iter().all(|(l, _)| l == first))
+        });
         self.opts.language.is_none()
+            && !single
             && self.model.engine().multilingual()
             && self.detection.get().is_none()
     }
@@ -317,7 +334,8 @@ impl Pipeline {
             phases.emit = self.send(update).await?;
             SessionStats::add(&self.stats().partials_sent, 1);
         }
-        self.record(DecodeKind::Partial, phases, job.start, job.end);
+        // A withdrawn speculative final is timed as the final it was run as.
+        self.record(job.kind, phases, job.start, job.end);
         Ok(())
     }
 
