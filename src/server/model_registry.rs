@@ -422,6 +422,12 @@ impl ModelRegistry {
         self.engines().iter().map(Engine::busy).sum()
     }
 
+    /// Decodes that may run at once across every model (the shared CPU
+    /// gate); 0 while the default model is not ready.
+    pub fn decode_slots(&self) -> usize {
+        self.default_engine().map_or(0, |e| e.gate().slots())
+    }
+
     /// Decode workers across models.
     pub fn workers(&self) -> usize {
         self.engines().iter().map(Engine::workers).sum()

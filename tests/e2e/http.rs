@@ -168,6 +168,7 @@ async fn prometheus_metrics_parse_and_move_after_a_session() {
         Some(0.0)
     );
     assert_eq!(sample(&before, "stt_models_loaded", &[]), Some(1.0));
+    assert_eq!(sample(&before, "stt_decode_slots", &[]), Some(1.0));
 
     let mut client = server.client().await;
     assert!(client.create_session(session_request("")).await.is_err());

@@ -23,6 +23,7 @@ pub struct CpuGate {
 
 #[derive(Debug)]
 struct Inner {
+    slots: usize,
     state: Mutex<State>,
     freed: Condvar,
 }
@@ -45,6 +46,7 @@ impl CpuGate {
     pub fn new(slots: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
+                slots: slots.max(1),
                 state: Mutex::new(State {
                     free: slots.max(1),
                     finals_waiting: 0,
@@ -85,6 +87,11 @@ impl CpuGate {
         entered.then(|| GatePass { gate: self.clone() })
     }
 
+    /// Decodes that may run at once.
+    pub fn slots(&self) -> usize {
+        self.inner.slots
+    }
+
     /// Slots free now.
     pub fn free(&self) -> usize {
         self.lock().free
@@ -121,6 +128,7 @@ mod tests {
         assert_eq!(gate.free(), 1);
         drop(b);
         assert_eq!(gate.free(), 2);
+        assert_eq!(gate.slots(), 2);
     }
 
     #[test]

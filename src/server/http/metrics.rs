@@ -40,6 +40,7 @@ pub async fn metrics_json(State(s): State<AppState>) -> Json<Value> {
             "mean_inference_sec": m.mean_inference().map(|d| round6(d.as_secs_f64())),
             "pending": s.deps.scheduler.pending(),
             "workers_busy": s.models.busy(),
+            "slots": s.models.decode_slots(),
             "partials_dropped_total": s.deps.scheduler.partials_dropped(),
             "finals_queue_timeouts_total": s.deps.scheduler.finals_timed_out(),
         },

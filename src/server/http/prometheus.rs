@@ -127,6 +127,12 @@ impl Collector for Snapshot {
             "Whisper workers decoding now",
             s.models.busy() as i64,
         )?;
+        gauge(
+            e,
+            "stt_decode_slots",
+            "Decodes that may run at once across all models (the shared CPU gate)",
+            s.models.decode_slots() as i64,
+        )?;
         counter(
             e,
             "stt_partials_dropped",
