@@ -400,9 +400,17 @@ mod tests {
         sending: Sending,
         stop: CancellationToken,
     ) -> Vec<pb::AudioChunk> {
-        let (tx, mut rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let (sent_tx, _sent_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(send_chunks(audio.into(), sending, ids(), stop, tx, sent_tx));
+        drain(rx, task).await
+    }
+
+    /// Every chunk the sender emits, once it has finished.
+    async fn drain<T>(
+        mut rx: mpsc::Receiver<pb::AudioChunk>,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Vec<pb::AudioChunk> {
         let mut out = Vec::new();
         while let Some(c) = rx.recv().await {
             out.push(c);
@@ -456,15 +464,10 @@ mod tests {
             audio_tx.send(b).await.expect("queued");
         }
         drop(audio_tx);
-        let (tx, mut rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let (sent_tx, _sent_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(send_live(audio_rx, 100, ids(), stop, tx, sent_tx));
-        let mut out = Vec::new();
-        while let Some(c) = rx.recv().await {
-            out.push(c);
-        }
-        task.await.expect("sender finished");
-        out
+        drain(rx, task).await
     }
 
     #[tokio::test]

@@ -141,10 +141,18 @@ fn spark(frame: &mut Frame, area: Rect, ring: Option<&Ring>, unit: f64, color: C
     );
 }
 
-/// Splits a bordered panel into its text rows and a sparkline on the last
-/// `spark_rows` lines.
-fn split_for_spark(area: Rect, spark_rows: u16) -> (Rect, Rect) {
-    let inner = Block::bordered().inner(area);
+/// Draws a titled border and splits its inside into text rows and a
+/// sparkline on the last `spark_rows` lines.
+fn framed_with_spark(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    style: Style,
+    spark_rows: u16,
+) -> (Rect, Rect) {
+    let block = Block::bordered().title(format!(" {title} ")).style(style);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
     let [text, graph] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(spark_rows)]).areas(inner);
     (text, graph)
@@ -162,8 +170,7 @@ fn draw_sessions(frame: &mut Frame, area: Rect, state: &State, m: &Metrics, styl
     if let Some(keys) = &m.active_sessions_by_api_key {
         lines.push(kv("by api key", counts(keys)));
     }
-    frame.render_widget(Block::bordered().title(" sessions ").style(style), area);
-    let (text, graph) = split_for_spark(area, 2);
+    let (text, graph) = framed_with_spark(frame, area, "sessions", style, 2);
     frame.render_widget(Paragraph::new(lines).style(style), text);
     spark(
         frame,
@@ -198,8 +205,7 @@ fn draw_vad(frame: &mut Frame, area: Rect, state: &State, m: &Metrics, style: St
             format!("{} / {}", m.results.partials_total, m.results.finals_total),
         ),
     ];
-    frame.render_widget(Block::bordered().title(" vad ").style(style), area);
-    let (text, graph) = split_for_spark(area, 2);
+    let (text, graph) = framed_with_spark(frame, area, "vad", style, 2);
     frame.render_widget(Paragraph::new(lines).style(style), text);
     spark(
         frame,
@@ -302,8 +308,7 @@ fn draw_errors(frame: &mut Frame, area: Rect, m: &Metrics, style: Style) {
 }
 
 fn draw_system(frame: &mut Frame, area: Rect, state: &State, style: Style) {
-    frame.render_widget(Block::bordered().title(" system ").style(style), area);
-    let (text, graph) = split_for_spark(area, 1);
+    let (text, graph) = framed_with_spark(frame, area, "system", style, 1);
     let lines = match (&state.system, &state.system_error) {
         (_, Some(e)) => vec![Line::raw(format!("/system unavailable: {e}"))],
         (None, None) => vec![Line::raw("-")],

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub use gate::CpuGate;
-pub use params::{fit_audio_ctx, DecodeParams, Detection, Task};
+pub use params::{fit_audio_ctx, only_language, DecodeParams, Detection, Task};
 pub use pool::{default_threads, Engine, EngineConfig, Priority};
 
 /// A decoded piece of audio.

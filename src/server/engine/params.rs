@@ -179,6 +179,16 @@ pub(crate) fn full_params<'a>(
     fp
 }
 
+/// The one language a `model.languages` list allows, however often it is
+/// listed: it is simply forced, with no detection.
+pub fn only_language(candidates: &[(String, u32)]) -> Option<&str> {
+    let first = &candidates.first()?.0;
+    candidates
+        .iter()
+        .all(|(l, _)| l == first)
+        .then_some(first.as_str())
+}
+
 /// Params for a `full` call that only prepares a state for language
 /// detection: it computes the mel of the audio and resets the state's
 /// encoder window to the full 30 s, then stops before encoding.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use whisper_rs::WhisperState;
 
 use super::gate::CpuGate;
-use super::params::{detection_window_params, full_params};
+use super::params::{detection_window_params, full_params, only_language};
 use super::{DecodeJob, DecodeParams, EngineError, Priority, Segment, Task, Transcript};
 
 /// whisper.cpp returns no text for input shorter than 1 s, so shorter audio
@@ -167,12 +167,10 @@ impl Worker {
             }
             return Ok((lang, 1.0));
         }
-        // One allowed language (however often listed) needs no detection.
-        let forced = p.language.clone().or_else(|| {
-            let c = p.candidates.as_deref()?;
-            let first = &c.first()?.0;
-            c.iter().all(|(l, _)| l == first).then(|| first.clone())
-        });
+        let forced = p
+            .language
+            .clone()
+            .or_else(|| only_language(p.candidates.as_deref()?).map(str::to_string));
         if let Some(lang) = &forced {
             if whisper_rs::get_lang_id(lang).is_none() {
                 return Err(EngineError::Language {

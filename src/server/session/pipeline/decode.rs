@@ -184,14 +184,14 @@ impl Pipeline {
 
     /// The next decode of this utterance would run language detection.
     fn must_detect(&self) -> bool {
-        // One allowed language (however often listed) is forced, as in the
-        // worker.
-        let single = self.opts.candidates.as_deref().is_some_and(|c| {
-            c.first()
-                .is_some_and(|(first, _)| c.iter().all(|(l, _)| l == first))
-        });
+        let forced = self
+            .opts
+            .candidates
+            .as_deref()
+            .and_then(engine::only_language)
+            .is_some();
         self.opts.language.is_none()
-            && !single
+            && !forced
             && self.model.engine().multilingual()
             && self.detection.get().is_none()
     }
