@@ -346,10 +346,15 @@ pub enum ModelsCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Check a ggml file: header, hyperparameters, tensors, and a real load.
+    /// Check a model — a CTranslate2 directory (its files, config and
+    /// model.bin) or a ggml file (header, hyperparameters, tensors) — and
+    /// load it in its engine.
     Verify {
-        /// ggml file or model name.
+        /// Model name, CTranslate2 directory or ggml file.
         model: String,
+        /// Which engine a name resolves to: auto, ctranslate2 or whisper.cpp.
+        #[arg(long, default_value = "auto")]
+        engine: String,
     },
     /// Download an official ggml model by name (needs internet access).
     Fetch {
@@ -370,9 +375,17 @@ pub struct TranscribeArgs {
     /// WAV files (any rate, mono or stereo, 8–32-bit int or 32-bit float).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Model name or ggml path.
+    /// Model name, CTranslate2 directory or ggml file.
     #[arg(long, default_value = "tiny.en")]
     pub model: String,
+    /// Which engine a model name resolves to: auto (CTranslate2 when its
+    /// directory exists), ctranslate2 or whisper.cpp.
+    #[arg(long, default_value = "auto")]
+    pub engine: String,
+    /// CTranslate2 compute type (default = int8); whisper.cpp uses the
+    /// file's own precision.
+    #[arg(long, default_value = "default")]
+    pub compute_type: String,
     /// Language code, or `auto` to detect (multilingual models).
     #[arg(long)]
     pub language: Option<String>,

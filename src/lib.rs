@@ -6,8 +6,10 @@
 //!
 //! - [`audio`]: PCM16 ↔ f32, resampling to 16 kHz, WAV read/write.
 //! - [`config`]: the YAML files, their defaults and validation.
-//! - [`server`]: the server's components — [`server::engine`] (whisper.cpp
-//!   worker pool) and [`server::vad`] (Silero VAD and endpointing).
+//! - [`engine`]: Whisper decoding behind one seam — CTranslate2 (the
+//!   default CPU engine) or whisper.cpp — as a pool of worker threads.
+//! - [`vad`]: Silero VAD and endpointing.
+//! - [`server`]: `stt serve` — transport, sessions, scheduler, HTTP plane.
 //! - [`client`]: the gRPC clients (`stt file`, `stt batch`) and the
 //!   library calls behind them ([`client::stream_audio`]).
 //! - [`bench`]: the gRPC load tester (`stt bench`), on top of [`client`].
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod engine;
 pub mod env;
 pub mod error;
 pub mod models;
@@ -30,6 +33,7 @@ pub mod server;
 pub mod signal;
 pub mod telemetry;
 pub mod transcribe;
+pub mod vad;
 
 /// Generated protobuf and gRPC code for `proto/stt.proto`.
 pub mod pb {

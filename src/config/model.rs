@@ -35,8 +35,12 @@ pub struct ModelSection {
     /// Model name (`tiny.en`, `base`, …) resolved to `ggml-<name>.bin` in the
     /// models directory, or a path to a ggml file.
     pub name: String,
-    /// Explicit ggml file; overrides `name` for locating the file. (Ours.)
+    /// Explicit model: a CTranslate2 directory or a ggml file; overrides
+    /// `name` for locating it. (Ours.)
     pub path: Option<PathBuf>,
+    /// `auto` (CTranslate2 when a `ct2/<name>` directory exists, else the
+    /// ggml file), `ctranslate2` or `whisper.cpp`. (Ours.)
+    pub engine: String,
     /// `cpu` or `cuda` (cuda needs a build with the `cuda` feature).
     pub device: String,
     /// faster-whisper compute type, mapped to whisper.cpp notions (see README).
@@ -65,6 +69,7 @@ impl Default for ModelSection {
         Self {
             name: "tiny.en".into(),
             path: None,
+            engine: "auto".into(),
             device: "cpu".into(),
             compute_type: "default".into(),
             pool_size: 1,
@@ -124,7 +129,7 @@ impl DecodeProfileConfig {
             compression_ratio_threshold: 2.4,
             no_speech_threshold: 0.6,
             log_prob_threshold: -1.0,
-            audio_ctx: 512,
+            audio_ctx: 768,
         }
     }
 
@@ -150,6 +155,14 @@ impl ModelFile {
         let mut c = Checker::new(path);
         let m = &self.model;
         c.check(!m.name.trim().is_empty(), "model.name", "must not be empty");
+        c.check(
+            crate::engine::EngineChoice::parse(&m.engine).is_some(),
+            "model.engine",
+            format!(
+                "must be auto, ctranslate2 or whisper.cpp, got {:?}",
+                m.engine
+            ),
+        );
         c.check(
             matches!(m.device.as_str(), "cpu" | "cuda" | "auto"),
             "model.device",

@@ -11,7 +11,7 @@ use super::ggml::{inspect, GgmlInfo};
 use super::import::{import_ct2, ImportOptions};
 use super::store;
 use crate::cli::{ModelsArgs, ModelsCommand};
-use crate::server::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineChoice, EngineConfig, EngineKind, ModelSource};
 use crate::UsageError;
 
 /// Runs `stt models …`.
@@ -19,7 +19,18 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     match args.command {
         ModelsCommand::List => list(),
         ModelsCommand::Import { dir, out, force } => import(&dir, out, force),
-        ModelsCommand::Verify { model } => verify(&store::resolve_model(&model)),
+        ModelsCommand::Verify { model, engine } => {
+            let choice = EngineChoice::parse(&engine).ok_or_else(|| {
+                UsageError(format!(
+                    "--engine must be auto, ctranslate2 or whisper.cpp, got {engine:?}"
+                ))
+            })?;
+            let source = ModelSource::resolve(&model, choice);
+            match source.kind {
+                EngineKind::CTranslate2 => verify_ct2(&source),
+                EngineKind::WhisperCpp => verify(&source.path),
+            }
+        }
         ModelsCommand::Fetch { name, url } => fetch(&name, &url),
     }
 }
@@ -36,46 +47,55 @@ fn languages(info: &GgmlInfo) -> &'static str {
 fn list() -> anyhow::Result<()> {
     let dir = store::models_dir();
     println!("models directory: {}", dir.display());
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("ggml-") && n.ends_with(".bin"))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    files.sort();
-    if files.is_empty() {
-        println!("no ggml models found; run `scripts/setup.sh` or `stt models import <ct2-dir>`");
+    let mut rows: Vec<ModelRow> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("ct2")) {
+        rows.extend(
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .map(|p| ct2_row(&p)),
+        );
+    }
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        rows.extend(
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("ggml-") && n.ends_with(".bin"))
+                })
+                .map(|p| ggml_row(&p)),
+        );
+    }
+    rows.sort_by(|a, b| (&a.name, a.engine).cmp(&(&b.name, b.engine)));
+    if rows.is_empty() {
+        println!("no models found; run `scripts/setup.sh` or `stt models import <ct2-dir>`");
     } else {
         println!(
-            "{:<12} {:>10}  {:<8} {:<13} path",
-            "name", "size", "type", "languages"
+            "{:<12} {:<12} {:<18} {:>10}  {:<8} {:<13} path",
+            "name", "engine", "format", "size", "type", "languages"
         );
-        for path in files {
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            match inspect(&path) {
-                Ok(info) => println!(
-                    "{:<12} {:>7.1} MB  {:<8} {:<13} {}",
-                    store::model_id(&path),
-                    size as f64 / 1e6,
-                    info.model_size,
-                    languages(&info),
-                    path.display()
-                ),
-                Err(e) => println!(
-                    "{:<12} {:>7.1} MB  {:<8} {:<13} {} ({e})",
-                    store::model_id(&path),
-                    size as f64 / 1e6,
-                    "invalid",
-                    "-",
-                    path.display()
-                ),
-            }
+        for r in &rows {
+            println!(
+                "{:<12} {:<12} {:<18} {:>7.1} MB  {:<8} {:<13} {}{}",
+                r.name,
+                r.engine,
+                r.format,
+                r.bytes as f64 / 1e6,
+                r.size,
+                r.languages,
+                r.path.display(),
+                r.problem
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            );
         }
+        let default = ModelSource::resolve(store::DEFAULT_MODEL, EngineChoice::Auto);
+        println!(
+            "default: {} on {} (model.engine: auto picks CTranslate2 where its directory exists)",
+            store::DEFAULT_MODEL,
+            default.kind.as_str()
+        );
     }
     for (what, path) in [
         ("Silero VAD", store::silero_model(None)),
@@ -85,6 +105,91 @@ fn list() -> anyhow::Result<()> {
         println!("{what}: {} ({state})", path.display());
     }
     Ok(())
+}
+
+/// One line of `stt models list`.
+struct ModelRow {
+    name: String,
+    engine: &'static str,
+    format: String,
+    bytes: u64,
+    size: &'static str,
+    languages: &'static str,
+    path: PathBuf,
+    /// Why the model cannot be used, when it cannot.
+    problem: Option<String>,
+}
+
+fn ggml_row(path: &Path) -> ModelRow {
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let (format, size, langs, problem) = match inspect(path) {
+        Ok(info) => (
+            format!("ggml (ftype {})", info.hparams.ftype),
+            info.model_size,
+            languages(&info),
+            None,
+        ),
+        Err(e) => ("ggml".into(), "invalid", "-", Some(e.to_string())),
+    };
+    ModelRow {
+        name: store::model_id(path),
+        engine: EngineKind::WhisperCpp.as_str(),
+        format,
+        bytes,
+        size,
+        languages: langs,
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
+fn ct2_row(dir: &Path) -> ModelRow {
+    let source = ModelSource::from_path(dir);
+    let bytes = std::fs::metadata(dir.join("model.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut row = ModelRow {
+        name: store::model_id(dir),
+        engine: EngineKind::CTranslate2.as_str(),
+        format: "ctranslate2".into(),
+        bytes,
+        size: "invalid",
+        languages: "-",
+        path: dir.to_path_buf(),
+        problem: None,
+    };
+    if let Err(e) = source.check() {
+        row.problem = Some(e.to_string());
+        return row;
+    }
+    if let Ok(model) = crate::models::ct2::Ct2Model::open(&dir.join("model.bin")) {
+        let layers = model
+            .variables()
+            .iter()
+            .filter(|v| {
+                v.name.starts_with("encoder/layer_") && v.name.ends_with("/ffn/linear_0/weight")
+            })
+            .count();
+        row.size = match layers {
+            4 => "tiny",
+            6 => "base",
+            12 => "small",
+            24 => "medium",
+            32 => "large",
+            _ => "unknown",
+        };
+        if let Some(v) = model.get("encoder/conv1/weight") {
+            row.format = format!("ctranslate2 ({})", v.dtype.name());
+        }
+    }
+    let vocab = std::fs::read_to_string(dir.join("vocabulary.txt")).unwrap_or_default();
+    // Whisper's own rule: the multilingual vocabulary has 51865 tokens.
+    row.languages = if vocab.lines().count() >= 51_865 {
+        "multilingual"
+    } else {
+        "English-only"
+    };
+    row
 }
 
 fn import(dir: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
@@ -130,6 +235,38 @@ fn import(dir: &Path, out: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `stt models verify` on a CTranslate2 directory: the file checks, then a
+/// real load and one decode of a second of silence.
+fn verify_ct2(source: &ModelSource) -> anyhow::Result<()> {
+    source
+        .check()
+        .with_context(|| format!("checking {}", source.path.display()))?;
+    let model = crate::models::ct2::Ct2Model::open(&source.path.join("model.bin"))?;
+    println!(
+        "{}: CTranslate2 Whisper ({}, revision {}, {} variables)",
+        source.path.display(),
+        model.spec,
+        model.revision,
+        model.variables().len()
+    );
+    let mut cfg = EngineConfig::new(source.clone());
+    cfg.threads = 1;
+    let engine = Engine::start(cfg).context("loading the model in CTranslate2")?;
+    let languages = if engine.multilingual() {
+        "multilingual"
+    } else {
+        "English-only"
+    };
+    let result = engine.decode_blocking(
+        std::sync::Arc::from(vec![0f32; 16_000]),
+        crate::engine::DecodeParams::from_profile(crate::config::DecodeProfileConfig::realtime()),
+    );
+    engine.shutdown();
+    result.context("decoding a second of silence")?;
+    println!("  {languages}; loads and decodes in CTranslate2: ok");
+    Ok(())
+}
+
 fn verify(path: &Path) -> anyhow::Result<()> {
     let info = inspect(path).with_context(|| format!("checking {}", path.display()))?;
     let h = &info.hparams;
@@ -154,7 +291,7 @@ fn verify(path: &Path) -> anyhow::Result<()> {
         h.ftype
     );
     println!("  {} tensors, {} bytes", info.tensors.len(), info.file_size);
-    let mut cfg = EngineConfig::new(path.to_path_buf());
+    let mut cfg = EngineConfig::new(ModelSource::from_path(path));
     cfg.threads = 1;
     let engine = Engine::start(cfg).context("loading the model in whisper.cpp")?;
     engine.shutdown();

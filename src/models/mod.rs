@@ -22,8 +22,8 @@ pub use command::run;
 pub use ggml::{inspect, GgmlError, GgmlInfo};
 pub use import::{import_ct2, ImportError, ImportOptions, ImportSummary};
 
-use crate::server::engine::EngineError;
-use crate::server::vad::VadError;
+use crate::engine::EngineError;
+use crate::vad::VadError;
 
 /// The fix for an error a person sees, when we know it.
 pub fn hint_for(err: &anyhow::Error) -> Option<String> {

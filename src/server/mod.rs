@@ -5,11 +5,11 @@
 //! shutdown future resolves, then stops in a fixed, logged order.
 //!
 //! Layers, dependencies pointing inward: transport ([`grpc`]) → application
-//! ([`session`], [`scheduler`]) → components ([`vad`]) → [`engine`]. Only
+//! ([`session`], [`scheduler`]) → components ([`crate::vad`]) →
+//! [`crate::engine`]. Only
 //! transport imports tonic types.
 
 pub mod capture;
-pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -18,7 +18,6 @@ pub mod scheduler;
 pub mod secret;
 pub mod session;
 pub mod settings;
-pub mod vad;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,13 +30,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::ServeArgs;
-use engine::EngineConfig;
+use crate::engine::{EngineConfig, ModelSource};
+use crate::vad::{VadConfig, VadPool};
 use metrics::ServerMetrics;
 use model_registry::ModelRegistry;
 use scheduler::{DecodeHealth, Scheduler, SchedulerConfig};
 use session::{BufferBudget, Registry, SessionDeps, SessionStats, Stop};
 pub use settings::Settings;
-use vad::{VadConfig, VadPool};
 
 /// A server whose model is loaded and whose listener is bound.
 pub struct BoundServer {
@@ -62,7 +61,7 @@ impl BoundServer {
         let s = &settings.server.server;
         let workers = settings.model.model.pool_size.max(1);
         let threads = match settings.model.model.threads {
-            0 => engine::default_threads(workers),
+            0 => crate::engine::default_threads(workers),
             n => n,
         };
         let engine_cfg = EngineConfig {
@@ -73,8 +72,10 @@ impl BoundServer {
             queue_capacity: s.max_pending_decodes_global.max(1),
             use_gpu: settings.model.model.device == "cuda",
             flash_attn: settings.flash_attn(),
-            ..EngineConfig::new(settings.model_path.clone())
+            compute_type: settings.model.model.compute_type.clone(),
+            ..EngineConfig::new(ModelSource::from_path(settings.model_path.clone()))
         };
+        let choice = settings.engine_choice();
         let default_id = crate::models::store::model_id(&settings.model_path);
         let preload: Vec<(String, std::path::PathBuf)> = settings
             .model
@@ -82,13 +83,13 @@ impl BoundServer {
             .preload
             .iter()
             .map(|name| {
-                let path = crate::models::store::resolve_model(name);
-                (crate::models::store::model_id(&path), path)
+                let source = ModelSource::resolve(name, choice);
+                (source.id(), source.path)
             })
             .filter(|(id, _)| *id != default_id)
             .collect();
         let models = tokio::task::spawn_blocking(move || {
-            let models = ModelRegistry::start(default_id, engine_cfg)?;
+            let models = ModelRegistry::start(default_id, engine_cfg, choice)?;
             for (id, path) in preload {
                 models
                     .load_now(id.clone(), path)

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineChoice, EngineConfig, EngineError, ModelSource};
 use crate::error::{ErrorCode, SttError};
 
 /// Cheap-to-clone handle.
@@ -29,6 +29,8 @@ struct Inner {
     default_id: String,
     /// Worker and thread counts every loaded model gets (the default's).
     template: EngineConfig,
+    /// `model.engine`: how a model id resolves to files.
+    choice: EngineChoice,
     models: Mutex<BTreeMap<String, Slot>>,
     /// Distinguishes one load of an id from a later one.
     generation: AtomicUsize,
@@ -105,6 +107,8 @@ pub struct ModelInfo {
     pub sessions: usize,
     /// Known once loaded.
     pub multilingual: Option<bool>,
+    /// `ctranslate2` or `whisper.cpp` (from the model's kind).
+    pub engine: &'static str,
     pub workers: Option<usize>,
     pub threads: Option<usize>,
     /// Seconds since the Unix epoch at which the current status began.
@@ -116,20 +120,25 @@ pub struct ModelInfo {
 
 impl ModelRegistry {
     /// Loads the default model (blocking; seconds for large models).
-    pub fn start(default_id: String, cfg: EngineConfig) -> Result<Self, EngineError> {
+    pub fn start(
+        default_id: String,
+        cfg: EngineConfig,
+        choice: EngineChoice,
+    ) -> Result<Self, EngineError> {
         let started = Instant::now();
         let engine = Engine::start(cfg.clone())?;
         // Every other model decodes through the default's gate: its workers
         // and threads were sized to the cores once, for all models.
         let template = EngineConfig {
             gate: Some(engine.gate()),
+            guards: Some(engine.guards().clone()),
             ..cfg.clone()
         };
         let mut models = BTreeMap::new();
         models.insert(
             default_id.clone(),
             Slot {
-                path: cfg.model_path.clone(),
+                path: cfg.model.path.clone(),
                 state: State::Ready(engine),
                 in_use: Arc::new(AtomicUsize::new(0)),
                 generation: 0,
@@ -141,6 +150,7 @@ impl ModelRegistry {
             inner: Arc::new(Inner {
                 default_id,
                 template,
+                choice,
                 models: Mutex::new(models),
                 generation: AtomicUsize::new(1),
             }),
@@ -152,7 +162,7 @@ impl ModelRegistry {
     pub fn load_now(&self, id: String, path: PathBuf) -> Result<(), EngineError> {
         let started = Instant::now();
         let engine = Engine::start(EngineConfig {
-            model_path: path.clone(),
+            model: ModelSource::from_path(path.clone()),
             ..self.inner.template.clone()
         })?;
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +183,11 @@ impl ModelRegistry {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Slot>> {
         // Entries are replaced whole; a panic elsewhere cannot tear one.
         self.inner.models.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where model `id` lives, by `model.engine`'s preference.
+    pub fn resolve(&self, id: &str) -> ModelSource {
+        ModelSource::resolve(id, self.inner.choice)
     }
 
     pub fn default_id(&self) -> &str {
@@ -264,7 +279,7 @@ impl ModelRegistry {
         }
         tracing::info!(model_id = %id, path = %path.display(), "loading model");
         let cfg = EngineConfig {
-            model_path: path,
+            model: ModelSource::from_path(path),
             ..self.inner.template.clone()
         };
         let registry = self.clone();
@@ -399,6 +414,7 @@ impl ModelRegistry {
                     default: *id == self.inner.default_id,
                     sessions: slot.in_use.load(Ordering::Acquire),
                     multilingual: engine.map(Engine::multilingual),
+                    engine: ModelSource::from_path(&slot.path).kind.as_str(),
                     workers: engine.map(Engine::workers),
                     threads: engine.map(Engine::threads),
                     since_unix: slot
@@ -424,6 +440,11 @@ impl ModelRegistry {
 
     /// Decodes that may run at once across every model (the shared CPU
     /// gate); 0 while the default model is not ready.
+    /// Guard rejections across every model (they share one counter).
+    pub fn guards(&self) -> Option<crate::engine::GuardCounts> {
+        Some(self.default_engine()?.guards().clone())
+    }
+
     pub fn decode_slots(&self) -> usize {
         self.default_engine().map_or(0, |e| e.gate().slots())
     }

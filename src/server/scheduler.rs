@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{DecodeJob, DecodeParams, Engine, EngineError, Priority, Transcript};
+use crate::engine::{DecodeJob, DecodeParams, Engine, EngineError, Priority, Transcript};
 
 /// Scheduler limits.
 #[derive(Debug, Clone, Copy)]

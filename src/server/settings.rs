@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::ServeArgs;
 use crate::config::{load_yaml, ConfigError, DecodeProfileConfig, ModelFile, ServerFile};
-use crate::server::engine::Task;
+use crate::engine::{EngineChoice, ModelSource, Task};
 use crate::server::session::{ChunkLimits, Defaults, Profile, SessionLimits};
 use crate::UsageError;
 
@@ -96,9 +96,10 @@ impl Settings {
             )
             .into());
         }
+        let choice = EngineChoice::parse(&model.model.engine).unwrap_or_default();
         let model_path = match &model.model.path {
             Some(p) => p.clone(),
-            None => crate::models::store::resolve_model(&model.model.name),
+            None => ModelSource::resolve(&model.model.name, choice).path,
         };
         Ok(Self {
             server,
@@ -130,6 +131,11 @@ impl Settings {
                 Ok(())
             }
         }
+    }
+
+    /// `model.engine` (validated at load).
+    pub fn engine_choice(&self) -> EngineChoice {
+        EngineChoice::parse(&self.model.model.engine).unwrap_or_default()
     }
 
     /// `compute_type` → whisper.cpp: only flash attention is a run-time
@@ -184,7 +190,7 @@ impl Settings {
             .language
             .as_deref()
             .filter(|l| !l.is_empty() && *l != "auto")
-            .and_then(crate::server::engine::normalize_language)
+            .and_then(crate::engine::normalize_language)
             .map(str::to_string);
         Defaults {
             vad_silence: self.server.vad.silence,
@@ -207,7 +213,7 @@ impl Settings {
 fn language_weights(langs: Option<&[String]>) -> Option<std::sync::Arc<[(String, u32)]>> {
     let mut out: Vec<(String, u32)> = Vec::new();
     for l in langs.unwrap_or_default() {
-        let Some(code) = crate::server::engine::normalize_language(l) else {
+        let Some(code) = crate::engine::normalize_language(l) else {
             continue;
         };
         match out.iter_mut().find(|(c, _)| c == code) {

@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use crate::audio::wav::Clip;
 use crate::cli::TranscribeArgs;
-use crate::server::engine::{DecodeParams, Engine, EngineConfig, Transcript};
-use crate::server::vad::VadPool;
+use crate::engine::{DecodeParams, Engine, EngineConfig, EngineKind, Transcript};
+use crate::vad::VadPool;
 
 /// Prints the measurements for `clip`.
 pub(super) fn run(
@@ -25,9 +25,10 @@ pub(super) fn run(
     let runs = args.bench_runs.max(1);
     let audio: Arc<[f32]> = clip.samples.clone().into();
     println!(
-        "clip: {:.2} s, model {}, profile {}, {} run(s) each",
+        "clip: {:.2} s, model {} ({}), profile {}, {} run(s) each",
         clip.duration_sec(),
         engine.model_path().display(),
+        engine.model().kind.as_str(),
         args.decode_profile,
         runs
     );
@@ -38,11 +39,12 @@ pub(super) fn run(
         );
     }
     let mut detected = None;
-    // "profile window": the one the decode profile picks for this clip (its
-    // audio_ctx rule), unless --audio-ctx says otherwise.
+    // A decode here is timed as a final: the full encoder window, unless
+    // --audio-ctx says otherwise (whisper.cpp only).
     for threads in [1, 2] {
-        let mut cfg = EngineConfig::new(engine.model_path().to_path_buf());
+        let mut cfg = EngineConfig::new(engine.model().clone());
         cfg.threads = threads;
+        cfg.compute_type = args.compute_type.clone();
         let e = Engine::start(cfg).context("starting a measurement engine")?;
         let (best, mean, t) = time_decode(&e, &audio, params, runs)?;
         let detecting = e.multilingual() && params.language.is_none();
@@ -55,7 +57,8 @@ pub(super) fn run(
             String::new()
         };
         println!(
-            "profile window, {threads} thread(s){mode}: best {:.3} s, mean {:.3} s, RTF {:.3} | {}",
+            "{} window, {threads} thread(s){mode}: best {:.3} s, mean {:.3} s, RTF {:.3} | {}",
+            window_label(params),
             best.as_secs_f64(),
             mean.as_secs_f64(),
             best.as_secs_f64() / clip.duration_sec(),
@@ -68,7 +71,8 @@ pub(super) fn run(
             forced.language = Some(t.language.clone());
             let (f_best, f_mean, _) = time_decode(&e, &audio, &forced, runs)?;
             println!(
-                "profile window, {threads} thread(s), forced {}: best {:.3} s, mean {:.3} s (detection +{:.3} s)",
+                "{} window, {threads} thread(s), forced {}: best {:.3} s, mean {:.3} s (detection +{:.3} s)",
+                window_label(params),
                 t.language,
                 f_best.as_secs_f64(),
                 f_mean.as_secs_f64(),
@@ -78,9 +82,14 @@ pub(super) fn run(
         }
         e.shutdown();
     }
-    // Windows too small for the clip only show whisper.cpp looping.
-    let fit = crate::server::engine::fit_audio_ctx(audio.len());
-    for ctx in [768, 384].into_iter().filter(|&c| fit != 0 && c >= fit) {
+    // Fitted windows are whisper.cpp's alone (CTranslate2 always encodes
+    // 30 s); windows too small for the clip only show it looping.
+    let fit = crate::engine::fit_audio_ctx(audio.len());
+    let fitted: &[usize] = match engine.model().kind {
+        EngineKind::WhisperCpp => &[1024, 768, 512],
+        EngineKind::CTranslate2 => &[],
+    };
+    for &ctx in fitted.iter().filter(|&&c| fit != 0 && c >= fit) {
         let mut p = params.clone();
         p.audio_ctx = Some(ctx);
         // The window only changes the decode; leave detection out of it.
@@ -116,6 +125,14 @@ pub(super) fn run(
         println!("RSS at the end: {:.1} MB", rss as f64 / 1e6);
     }
     Ok(())
+}
+
+/// "full" or the window --audio-ctx asked for.
+fn window_label(params: &DecodeParams) -> String {
+    match params.audio_ctx {
+        Some(n) if n > 0 => format!("audio_ctx {n}"),
+        _ => "full".into(),
+    }
 }
 
 fn time_decode(

@@ -15,9 +15,9 @@ use serde::Serialize;
 use crate::audio::wav::{read_wav, Clip};
 use crate::cli::TranscribeArgs;
 use crate::config::{load_yaml, ModelFile};
+use crate::engine::{DecodeParams, Engine, EngineChoice, EngineConfig, ModelSource, Task};
 use crate::models::store;
-use crate::server::engine::{DecodeParams, Engine, EngineConfig, Task};
-use crate::server::vad::{endpoint, EndpointConfig, VadConfig, VadPool};
+use crate::vad::{endpoint, EndpointConfig, VadConfig, VadPool};
 use crate::UsageError;
 
 /// One printed segment.
@@ -44,12 +44,18 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     check_args(&args)?;
     let models = load_model_config(&args.model_config)?;
     let params = decode_params(&args, &models)?;
-    let model_path = store::resolve_model(&args.model);
+    let choice = EngineChoice::parse(&args.engine).ok_or_else(|| {
+        UsageError(format!(
+            "--engine must be auto, ctranslate2 or whisper.cpp, got {:?}",
+            args.engine
+        ))
+    })?;
     let threads = args
         .threads
-        .unwrap_or_else(|| crate::server::engine::default_threads(1));
-    let mut cfg = EngineConfig::new(model_path);
+        .unwrap_or_else(|| crate::engine::default_threads(1));
+    let mut cfg = EngineConfig::new(ModelSource::resolve(&args.model, choice));
     cfg.threads = threads;
+    cfg.compute_type = args.compute_type.clone();
     let engine = Engine::start(cfg).context("starting the decode engine")?;
     let rss_after_load = bench::rss_bytes();
     let vad = if args.no_vad {
@@ -116,6 +122,7 @@ fn decode_params(args: &TranscribeArgs, models: &ModelFile) -> anyhow::Result<De
         candidates: None,
         task,
         audio_ctx: args.audio_ctx,
+        speech_sec: None,
         // Offline segments are independent; each detects its own language.
         detection: None,
     })

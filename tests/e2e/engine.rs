@@ -1,16 +1,27 @@
-//! The whisper.cpp worker pool directly: real tiny.en, real speech.
+//! The engine seam directly: both backends on real tiny.en and real speech,
+//! the model kind picking the backend, guards on a real loop, cancellation.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use stt::config::model::DecodeProfileConfig;
-use stt::server::engine::{DecodeJob, DecodeParams, Engine, EngineConfig, EngineError, Priority};
+use stt::engine::{
+    DecodeJob, DecodeParams, Engine, EngineChoice, EngineConfig, EngineError, EngineKind,
+    GuardReason, ModelSource, Priority,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
+/// whisper.cpp on the ggml tiny.en.
 fn engine() -> Engine {
-    Engine::start(EngineConfig::new(tiny_en())).expect("tiny.en loads")
+    Engine::start(EngineConfig::new(ModelSource::from_path(tiny_en()))).expect("tiny.en loads")
+}
+
+/// CTranslate2 on the provisioned directory.
+fn ct2_engine() -> Engine {
+    Engine::start(EngineConfig::new(ModelSource::from_path(tiny_en_ct2())))
+        .expect("tiny.en loads in CTranslate2")
 }
 
 fn passage() -> Arc<[f32]> {
@@ -21,22 +32,84 @@ fn passage() -> Arc<[f32]> {
 }
 
 #[test]
-fn decode_gives_words_and_segment_times() {
+fn each_engine_decodes_the_passage_with_words_and_times() {
+    for (engine, kind) in [
+        (engine(), EngineKind::WhisperCpp),
+        (ct2_engine(), EngineKind::CTranslate2),
+    ] {
+        let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+        let t = engine.decode_blocking(passage(), params).unwrap();
+        assert_words(
+            "Good morning everyone, let us begin the meeting. Please call me back tomorrow \
+             afternoon. Thank you for calling customer support. I would like to order a large pizza.",
+            &t.text(),
+            0.9,
+        );
+        assert_eq!(t.language, "en");
+        assert_eq!(t.engine, Some(kind));
+        assert!(t.guards.is_empty(), "{kind:?}: {:?}", t.guards);
+        let last = t.segments.last().expect("segments");
+        assert!(
+            last.end_sec > 8.0 && last.end_sec < 13.0,
+            "{kind:?}: {:?}",
+            t.segments
+        );
+        engine.shutdown();
+    }
+}
+
+#[test]
+fn the_engine_follows_the_model_kind() {
+    // A provisioned name resolves to the CTranslate2 directory by default,
+    // to the ggml file when whisper.cpp is asked for.
+    let auto = ModelSource::resolve("tiny.en", EngineChoice::Auto);
+    assert_eq!(auto.kind, EngineKind::CTranslate2);
+    assert_eq!(auto.path, tiny_en_ct2());
+    let ggml = ModelSource::resolve("tiny.en", EngineChoice::Only(EngineKind::WhisperCpp));
+    assert_eq!(
+        (ggml.kind, ggml.path.clone()),
+        (EngineKind::WhisperCpp, tiny_en())
+    );
+    assert_eq!(auto.id(), "tiny.en");
+    assert_eq!(ggml.id(), "tiny.en");
+    let e = Engine::start(EngineConfig::new(auto)).expect("loads");
+    assert_eq!(e.model().kind, EngineKind::CTranslate2);
+    e.shutdown();
+}
+
+#[test]
+fn a_loop_in_a_small_window_is_caught_and_retried_with_the_full_window() {
+    // whisper.cpp with a 384-frame window (7.7 s) on the 12 s passage loops
+    // ("Thank you for calling. Thank you for calling. …"); the repetition
+    // guard rejects it and the retry at the full window gets the text.
     let engine = engine();
-    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    let mut params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    params.audio_ctx = Some(384);
     let t = engine.decode_blocking(passage(), params).unwrap();
+    assert_eq!(t.guards, vec![GuardReason::Repetition], "{:?}", t.text());
+    assert!(!t.dropped);
     assert_words(
-        "Good morning everyone, let us begin the meeting.",
+        "Thank you for calling customer support. I would like to order a large pizza.",
         &t.text(),
-        0.8,
+        0.9,
     );
-    assert_eq!(t.language, "en");
-    let last = t.segments.last().expect("segments");
-    assert!(
-        last.end_sec > 8.0 && last.end_sec < 13.0,
-        "{:?}",
-        t.segments
-    );
+    let counts = engine.guards().by_reason();
+    assert!(counts.contains(&(GuardReason::Repetition, 1)), "{counts:?}");
+    assert_eq!(engine.guards().dropped(), 0);
+    engine.shutdown();
+}
+
+#[test]
+fn a_job_cancelled_before_it_runs_never_reaches_ctranslate2() {
+    let engine = ct2_engine();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    let (job, rx) = DecodeJob::new(passage(), params.clone(), cancel);
+    engine.try_submit(job, Priority::Final).unwrap();
+    let res = rx.blocking_recv().expect("worker replies");
+    assert!(matches!(res, Err(EngineError::Cancelled)), "{res:?}");
+    assert!(engine.decode_blocking(passage(), params).is_ok());
     engine.shutdown();
 }
 
@@ -73,13 +146,14 @@ fn cancelling_aborts_a_running_decode_promptly() {
 }
 
 #[test]
-fn english_only_model_refuses_other_languages() {
-    let engine = engine();
-    let mut params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
-    params.language = Some("de".into());
-    let res = engine.decode_blocking(passage(), params);
-    assert!(matches!(res, Err(EngineError::Language { .. })), "{res:?}");
-    engine.shutdown();
+fn english_only_model_refuses_other_languages_on_each_engine() {
+    for engine in [engine(), ct2_engine()] {
+        let mut params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+        params.language = Some("de".into());
+        let res = engine.decode_blocking(passage(), params);
+        assert!(matches!(res, Err(EngineError::Language { .. })), "{res:?}");
+        engine.shutdown();
+    }
 }
 
 #[test]
@@ -87,8 +161,12 @@ fn every_model_decodes_through_the_default_models_cpu_gate() {
     // Two models' workers decoding at once on cores sized for one collapse
     // (ggml threads spin); a registry's models share one gate.
     use stt::server::model_registry::ModelRegistry;
-    let registry = ModelRegistry::start("tiny.en".into(), EngineConfig::new(tiny_en()))
-        .expect("default loads");
+    let registry = ModelRegistry::start(
+        "tiny.en".into(),
+        EngineConfig::new(ModelSource::from_path(tiny_en_ct2())),
+        EngineChoice::Auto,
+    )
+    .expect("default loads");
     registry
         .load_now("second".into(), tiny_en())
         .expect("second model loads");

@@ -25,7 +25,27 @@ pub fn models_dir() -> PathBuf {
     stt::models::store::models_dir()
 }
 
-/// The provisioned ggml tiny.en.
+/// The provisioned CTranslate2 tiny.en: the default engine's model.
+pub fn tiny_en_ct2() -> PathBuf {
+    ct2_model("tiny.en")
+}
+
+/// The provisioned CTranslate2 multilingual base.
+pub fn base_ct2() -> PathBuf {
+    ct2_model("base")
+}
+
+fn ct2_model(name: &str) -> PathBuf {
+    let p = stt::models::store::ct2_dir(name);
+    assert!(
+        p.join("model.bin").is_file(),
+        "{} missing: run scripts/setup.sh first",
+        p.display()
+    );
+    p
+}
+
+/// The provisioned ggml tiny.en (whisper.cpp).
 pub fn tiny_en() -> PathBuf {
     let p = models_dir().join("ggml-tiny.en.bin");
     assert!(

@@ -225,6 +225,24 @@ async fn prometheus_metrics_parse_and_move_after_a_session() {
     assert!(sample(&after, "stt_vad_utterances_total", &[]).unwrap_or(0.0) >= 1.0);
     assert!(sample(&after, "stt_finals_sent_total", &[]).unwrap_or(0.0) >= 1.0);
     assert!(sample(&after, "stt_audio_seconds_total", &[]).unwrap_or(0.0) > 2.0);
+    // Every guard is exported by reason, and clean speech trips none.
+    for reason in [
+        "repetition",
+        "compression_ratio",
+        "too_many_words",
+        "silence",
+        "no_speech",
+    ] {
+        assert_eq!(
+            sample(&after, "stt_decode_guard_total", &[("reason", reason)]),
+            Some(0.0),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        sample(&after, "stt_decode_guard_dropped_total", &[]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod bad_models;
 mod bench;
 mod capture;
 mod cli;

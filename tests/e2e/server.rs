@@ -17,7 +17,7 @@ use stt::server::{BoundServer, Settings};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use crate::harness::tiny_en;
+use crate::harness::tiny_en_ct2;
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -30,9 +30,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with default settings changed by `tweak`.
+    /// Starts a server with default settings changed by `tweak`, on the
+    /// default engine's tiny.en (CTranslate2).
     pub fn start(tweak: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = Settings::with_model(tiny_en());
+        let mut settings = Settings::with_model(tiny_en_ct2());
         settings.server.server.host = "127.0.0.1".into();
         settings.server.server.port = 0;
         settings.server.server.metrics_port = 0;

@@ -17,6 +17,26 @@ fn transcribe_text(file: &std::path::Path) -> String {
 }
 
 #[test]
+fn transcribe_works_on_a_ct2_directory_and_on_a_ggml_file() {
+    let expected = "Good morning everyone, let us begin the meeting. Please call me back \
+                    tomorrow afternoon. Thank you for calling customer support.";
+    for (model, engine) in [(tiny_en_ct2(), "ctranslate2"), (tiny_en(), "whisper.cpp")] {
+        let out = run_stt(&[
+            "transcribe",
+            "--json",
+            "--model",
+            model.to_str().unwrap(),
+            asset("audio/passage.wav").to_str().unwrap(),
+        ]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{engine}: {log}");
+        assert!(log.contains(&format!("engine=\"{engine}\"")), "{log}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+        assert_words(expected, v["text"].as_str().unwrap_or_default(), 0.9);
+    }
+}
+
+#[test]
 fn committed_asset_gives_the_spoken_words() {
     let _ = tiny_en();
     let text = transcribe_text(&asset("audio/hello.wav"));

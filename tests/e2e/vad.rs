@@ -37,7 +37,7 @@ fn speech_silence_speech_gives_two_regions_at_the_right_times() {
     assert_eq!(regions.len(), 2, "regions: {regions:?}");
     // Regions are padded on both sides so word edges survive; allow the pad
     // plus 150 ms of detector slack.
-    let pad = stt::server::vad::endpoint::EndpointConfig::new(0.5, 0.5).pad_samples as f64;
+    let pad = stt::vad::endpoint::EndpointConfig::new(0.5, 0.5).pad_samples as f64;
     let tol = pad + 0.150 * 16_000.0;
     for ((start, end), (t0, t1)) in regions.iter().zip([truth_a, truth_b]) {
         let ds = (*start as f64 - t0 as f64).abs();
@@ -55,7 +55,7 @@ fn pool_refuses_beyond_its_limit_and_recovers() {
     let first = vad.acquire().unwrap();
     assert!(matches!(
         vad.acquire(),
-        Err(stt::server::vad::VadError::Exhausted { limit: 1 })
+        Err(stt::vad::VadError::Exhausted { limit: 1 })
     ));
     drop(first);
     assert!(vad.acquire().is_ok());

@@ -2,9 +2,9 @@
 //! values with coded errors for anything out of range; domain results become
 //! protobuf messages.
 
+use crate::engine::Task;
 use crate::error::{ErrorCode, SttError};
 use crate::pb;
-use crate::server::engine::Task;
 use crate::server::session::{Chunk, Profile, SessionOptions, SessionRequest, Update, VadMode};
 
 impl TryFrom<pb::SessionRequest> for SessionRequest {

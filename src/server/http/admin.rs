@@ -58,13 +58,13 @@ pub async fn load_model(
         }
         (Some(id), None) => {
             let id = checked_id(&id)?;
-            let path =
-                crate::models::store::models_dir().join(crate::models::store::ggml_file_name(&id));
-            if !path.is_file() {
+            let path = s.models.resolve(&id).path;
+            if !path.exists() {
                 return Err(SttError::new(
                     ErrorCode::Err4003,
                     format!(
-                        "model {id:?} is not provisioned (no {}); convert it with `stt models import {id}`",
+                        "model {id:?} is not provisioned (no {}); put a CTranslate2 model \
+                         directory there, or a ggml file made with `stt models import`",
                         path.display()
                     ),
                 )
@@ -80,6 +80,11 @@ pub async fn load_model(
             .into())
         }
     };
+    // A broken model is refused here, with the file at fault named, rather
+    // than failing later in the background load.
+    crate::engine::ModelSource::from_path(&path)
+        .check()
+        .map_err(|e| SttError::new(ErrorCode::Err4003, format!("cannot load {id:?}: {e}")))?;
     s.models.load(id.clone(), path.clone())?;
     Ok((
         StatusCode::ACCEPTED,
@@ -218,10 +223,10 @@ fn allowed_model_path(admin: &AdminSettings, raw: &str) -> Result<PathBuf, SttEr
     if !under_allowlist(admin, &resolved) {
         return Err(outside(&resolved));
     }
-    if !resolved.is_file() {
+    if !resolved.is_file() && !resolved.is_dir() {
         return Err(SttError::new(
             ErrorCode::Err4003,
-            format!("model_path {raw:?} is not a file"),
+            format!("model_path {raw:?} is neither a ggml file nor a CTranslate2 directory"),
         ));
     }
     Ok(resolved)

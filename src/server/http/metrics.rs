@@ -43,6 +43,14 @@ pub async fn metrics_json(State(s): State<AppState>) -> Json<Value> {
             "slots": s.models.decode_slots(),
             "partials_dropped_total": s.deps.scheduler.partials_dropped(),
             "finals_queue_timeouts_total": s.deps.scheduler.finals_timed_out(),
+            "guards": s.models.guards().map(|g| {
+                let by: Map<String, Value> = g
+                    .by_reason()
+                    .into_iter()
+                    .map(|(r, n)| (r.as_str().to_string(), json!(n)))
+                    .collect();
+                json!({ "rejected_total": by, "dropped_total": g.dropped() })
+            }),
         },
         "rtf": (audio_sec > 0.0).then(|| round6(t.inference.as_secs_f64() / audio_sec)),
         "audio_sec_total": round6(audio_sec),

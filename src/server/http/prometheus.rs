@@ -133,6 +133,24 @@ impl Collector for Snapshot {
             "Decodes that may run at once across all models (the shared CPU gate)",
             s.models.decode_slots() as i64,
         )?;
+        if let Some(guards) = s.models.guards() {
+            let mut family = e.encode_descriptor(
+                "stt_decode_guard",
+                "Decode hypotheses rejected by a loop or hallucination guard, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in guards.by_reason() {
+                ConstCounter::new(n)
+                    .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+            }
+            counter(
+                e,
+                "stt_decode_guard_dropped",
+                "Decodes whose retry failed a guard too, so their text was dropped",
+                guards.dropped(),
+            )?;
+        }
         counter(
             e,
             "stt_partials_dropped",

@@ -31,7 +31,7 @@ use crate::error::SttError;
 use crate::server::capture::CaptureStore;
 use crate::server::metrics::ServerMetrics;
 use crate::server::scheduler::Scheduler;
-use crate::server::vad::VadPool;
+use crate::vad::VadPool;
 
 /// A result for the client, free of protobuf types.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::engine::{self, Task};
 use crate::error::{ErrorCode, SttError};
-use crate::server::engine::{self, Task};
 
 /// VAD behaviour of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

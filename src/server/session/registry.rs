@@ -182,7 +182,7 @@ fn new_token() -> Result<String, SttError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::engine::Task;
+    use crate::engine::Task;
     use crate::server::session::options::{Profile, VadMode};
 
     fn opts(id: &str, token: bool) -> SessionOptions {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{End, Pipeline, Utterance};
 use crate::audio::pcm::rms;
+use crate::engine::{self, DecodeParams, EngineError, Transcript};
 use crate::error::{ErrorCode, SttError};
-use crate::server::engine::{self, DecodeParams, EngineError, Transcript};
 use crate::server::metrics::DecodeKind;
 use crate::server::scheduler::ScheduleError;
 use crate::server::session::options::{Profile, VadMode};
@@ -178,6 +178,7 @@ impl Pipeline {
             candidates: self.opts.candidates.clone().filter(|_| detect),
             task: self.opts.task,
             audio_ctx: None,
+            speech_sec: None,
             detection: detect.then(|| self.detection.clone()),
         }
     }

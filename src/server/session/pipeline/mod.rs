@@ -20,11 +20,11 @@ use super::timing::DecodeTimings;
 use super::transcript::Agreement;
 use super::{Claim, Disconnected, SessionDeps, SessionReport, SessionStats, Stop, Update};
 use crate::audio::resample::StreamResampler;
+use crate::engine::Detection;
 use crate::error::{ErrorCode, SttError};
 use crate::server::capture::{CaptureStore, SessionCapture};
-use crate::server::engine::Detection;
 use crate::server::model_registry::ModelLease;
-use crate::server::vad::{EndpointConfig, Endpointer, SpeechEvent, VadStream};
+use crate::vad::{EndpointConfig, Endpointer, SpeechEvent, VadStream};
 
 mod decode;
 
@@ -110,7 +110,7 @@ impl Pipeline {
             .await
             .map_err(|e| SttError::new(ErrorCode::Err3002, "VAD start failed").with_source(e))?
             .map_err(|e| match e {
-                crate::server::vad::VadError::Exhausted { .. } => {
+                crate::vad::VadError::Exhausted { .. } => {
                     SttError::new(ErrorCode::Err1008, e.to_string())
                 }
                 other => SttError::new(ErrorCode::Err2003, "voice activity detector unavailable")

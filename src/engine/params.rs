@@ -1,8 +1,6 @@
-//! [`DecodeParams`] (what a caller asks for) → whisper-rs `FullParams`.
+//! [`DecodeParams`]: what a caller asks of a decode, whatever the backend.
 
 use std::sync::{Arc, OnceLock};
-
-use whisper_rs::{FullParams, SamplingStrategy};
 
 use crate::config::DecodeProfileConfig;
 
@@ -42,20 +40,33 @@ pub struct DecodeParams {
     /// each weighted by how often it was listed. `None` = any language.
     pub candidates: Option<Arc<[(String, u32)]>>,
     pub task: Task,
-    /// Encoder window in mel frames; `None` = the profile's (0 = full 30 s).
+    /// Encoder window in mel frames (whisper.cpp only); `None` = the
+    /// policy: finals the full 30 s, partials the profile's fitted window.
     pub audio_ctx: Option<usize>,
+    /// Seconds of the clip the VAD called speech, when the caller ran one:
+    /// text decoded from a clip with none is a hallucination.
+    pub speech_sec: Option<f64>,
     /// When detecting: the language already detected for this stretch of
     /// speech, shared by its decodes (see [`Detection`]).
     pub detection: Option<Detection>,
 }
 
-/// A language detected once and shared by several decodes (a streaming
-/// utterance's partials and final). Detection is a full-window encoder pass
-/// (about 3 s for base on two cores), so once it is settled the later
-/// decodes reuse it, and a decode cancelled after detecting still leaves
-/// its result for the next one.
+/// A language detected once and shared by the partials of one streaming
+/// utterance. On whisper.cpp detection is a full-window encoder pass (about
+/// 3 s for base on two cores), so once it is settled later partials reuse
+/// it, and a decode cancelled after detecting still leaves its result for
+/// the next one. Finals never reuse it: a final's language comes from the
+/// whole utterance (a guess from a partial's first seconds once turned a
+/// 3 s French sentence into Russian).
 #[derive(Debug, Clone, Default)]
-pub struct Detection(Arc<OnceLock<(String, f32)>>);
+pub struct Detection(Arc<OnceLock<Settled>>);
+
+/// A settled detection and how much audio it heard.
+#[derive(Debug, Clone, PartialEq)]
+struct Settled {
+    language: (String, f32),
+    samples: usize,
+}
 
 impl Detection {
     /// A detection at least this sure settles the language.
@@ -72,7 +83,17 @@ impl Detection {
 
     /// The settled language code and its probability, once known.
     pub fn get(&self) -> Option<&(String, f32)> {
-        self.0.get()
+        self.0.get().map(|s| &s.language)
+    }
+
+    /// The settled language, if it may stand for a final of `samples`: only
+    /// when it heard most of that audio (four fifths) or enough to be sure
+    /// whatever follows. A sure guess on a partial's first two seconds
+    /// otherwise decided whole utterances (a 3 s French sentence came back
+    /// as Russian).
+    pub fn for_final(&self, samples: usize) -> Option<&(String, f32)> {
+        let s = self.0.get()?;
+        (s.samples >= Self::ENOUGH_AUDIO || s.samples * 5 >= samples * 4).then_some(&s.language)
     }
 
     /// Offers a detection made on `samples` of audio. It settles the
@@ -82,7 +103,10 @@ impl Detection {
     /// detection wins.
     pub fn offer(&self, language: &str, probability: f32, samples: usize) {
         if probability >= Self::CONFIDENT || samples >= Self::ENOUGH_AUDIO {
-            let _ = self.0.set((language.to_string(), probability));
+            let _ = self.0.set(Settled {
+                language: (language.to_string(), probability),
+                samples,
+            });
         }
     }
 }
@@ -103,6 +127,7 @@ impl DecodeParams {
             candidates: None,
             task: Task::Transcribe,
             audio_ctx: None,
+            speech_sec: None,
             detection: None,
         }
     }
@@ -122,63 +147,6 @@ pub fn fit_audio_ctx(samples: usize) -> usize {
     }
 }
 
-/// Builds whisper-rs params. `language` must outlive the params.
-pub(crate) fn full_params<'a>(
-    p: &DecodeParams,
-    language: &'a str,
-    threads: usize,
-    samples: usize,
-) -> FullParams<'a, 'a> {
-    let prof = &p.profile;
-    let strategy = if prof.beam_size > 1 {
-        SamplingStrategy::BeamSearch {
-            beam_size: prof.beam_size as i32,
-            patience: prof.patience,
-        }
-    } else {
-        SamplingStrategy::Greedy {
-            best_of: prof.best_of as i32,
-        }
-    };
-    let mut fp = FullParams::new(strategy);
-    fp.set_n_threads(threads as i32);
-    fp.set_language(Some(language));
-    fp.set_translate(p.task == Task::Translate);
-    fp.set_no_context(true);
-    fp.set_no_timestamps(prof.without_timestamps);
-    fp.set_temperature(prof.temperature);
-    // faster-whisper's length_penalty 1.0 is plain length normalisation,
-    // which whisper.cpp spells as a negative value.
-    fp.set_length_penalty(if (prof.length_penalty - 1.0).abs() < f32::EPSILON {
-        -1.0
-    } else {
-        prof.length_penalty
-    });
-    fp.set_entropy_thold(prof.compression_ratio_threshold);
-    fp.set_logprob_thold(prof.log_prob_threshold);
-    fp.set_no_speech_thold(prof.no_speech_threshold);
-    fp.set_suppress_blank(true);
-    fp.set_suppress_nst(true);
-    fp.set_print_progress(false);
-    fp.set_print_realtime(false);
-    fp.set_print_special(false);
-    fp.set_print_timestamps(false);
-    let ctx = match p.audio_ctx {
-        Some(n) => n,
-        // A positive profile value means "fit the window to the audio, but
-        // never below this"; long audio always gets the full window.
-        None if prof.audio_ctx > 0 => match fit_audio_ctx(samples) {
-            0 => 0,
-            fit => prof.audio_ctx.max(fit),
-        },
-        None => 0,
-    };
-    if ctx > 0 {
-        fp.set_audio_ctx(ctx as i32);
-    }
-    fp
-}
-
 /// The one language a `model.languages` list allows, however often it is
 /// listed: it is simply forced, with no detection.
 pub fn only_language(candidates: &[(String, u32)]) -> Option<&str> {
@@ -187,27 +155,6 @@ pub fn only_language(candidates: &[(String, u32)]) -> Option<&str> {
         .iter()
         .all(|(l, _)| l == first)
         .then_some(first.as_str())
-}
-
-/// Params for a `full` call that only prepares a state for language
-/// detection: it computes the mel of the audio and resets the state's
-/// encoder window to the full 30 s, then stops before encoding.
-/// whisper.cpp's `lang_detect` encodes with the window the state's last
-/// `full` call set and offers no other way to choose it; `duration_ms` of
-/// exactly 100 passes the too-short check and ends the decode loop at once
-/// (`whisper_full_with_state`, whisper.cpp 1.8.3). This replaces a second
-/// whisper state per worker kept only for detection.
-pub fn detection_window_params<'a>(threads: usize) -> FullParams<'a, 'a> {
-    let mut fp = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-    fp.set_n_threads(threads as i32);
-    fp.set_language(Some("en"));
-    fp.set_duration_ms(100);
-    fp.set_audio_ctx(0);
-    fp.set_print_progress(false);
-    fp.set_print_realtime(false);
-    fp.set_print_special(false);
-    fp.set_print_timestamps(false);
-    fp
 }
 
 #[cfg(test)]
@@ -241,6 +188,18 @@ mod tests {
         assert_eq!(shared.get(), Some(&("de".to_string(), 0.71)));
         assert_eq!(d, shared);
         assert_ne!(d, Detection::default());
+    }
+
+    #[test]
+    fn a_final_reuses_a_detection_only_if_it_heard_most_of_the_audio() {
+        let d = Detection::default();
+        d.offer("ru", 0.6, 2 * 16_000);
+        // A 3 s final: two seconds is not four fifths of it.
+        assert_eq!(d.for_final(3 * 16_000), None);
+        assert_eq!(d.for_final(5 * 16_000 / 2), Some(&("ru".to_string(), 0.6)));
+        let d = Detection::default();
+        d.offer("de", 0.4, Detection::ENOUGH_AUDIO);
+        assert!(d.for_final(20 * 16_000).is_some());
     }
 
     #[test]

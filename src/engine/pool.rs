@@ -1,7 +1,8 @@
-//! The worker pool: start-up (load the model once, one state per worker),
-//! the two job queues, submission and shutdown.
+//! The worker pool: start-up (load the model once, one decoder per worker),
+//! the two job queues, submission and shutdown. Backend-neutral: the model
+//! kind picks the [`LoadedModel`] and everything else is shared.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -9,22 +10,29 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use tokio_util::sync::CancellationToken;
-use whisper_rs::{WhisperContext, WhisperContextParameters};
 
+use super::backend::LoadedModel;
 use super::gate::CpuGate;
+use super::guard::GuardCounts;
 use super::worker::Worker;
-use super::{DecodeJob, DecodeParams, EngineError, Transcript};
+use super::{DecodeJob, DecodeParams, EngineError, EngineKind, ModelSource, Transcript};
 
 /// How to start an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// ggml model file.
-    pub model_path: PathBuf,
-    /// Worker threads, each with its own WhisperState (~125 MB for tiny.en).
+    /// The model and the backend that reads it.
+    pub model: ModelSource,
+    /// Worker threads, each with its own decoder state (whisper.cpp: a
+    /// WhisperState, ~125 MB for tiny.en; CTranslate2: a replica sharing
+    /// the weights).
     pub workers: usize,
-    /// ggml threads per worker. Keep workers × threads ≤ cores: ggml threads
-    /// spin-wait and oversubscription collapses throughput.
+    /// Compute threads per worker. Keep workers × threads ≤ cores: ggml and
+    /// OpenMP threads spin-wait, and oversubscription collapses throughput.
     pub threads: usize,
+    /// faster-whisper's compute type (`model.compute_type`); CTranslate2
+    /// quantises the weights to it at load (`default` = int8 on CPU, the
+    /// fastest measured). whisper.cpp uses the ggml file's own precision.
+    pub compute_type: String,
     /// Capacity of each job queue (finals, partials).
     pub queue_capacity: usize,
     /// Use the GPU backend when built with one.
@@ -34,19 +42,24 @@ pub struct EngineConfig {
     /// Shared bound on decodes running at once across engines; `None`
     /// gives this engine its own with `workers` slots.
     pub gate: Option<CpuGate>,
+    /// Guard counters shared across engines (a server counts all its
+    /// models together); `None` gives this engine its own.
+    pub guards: Option<GuardCounts>,
 }
 
 impl EngineConfig {
-    /// Defaults for `model_path`: one worker using every core.
-    pub fn new(model_path: PathBuf) -> Self {
+    /// Defaults for `model`: one worker using every core.
+    pub fn new(model: ModelSource) -> Self {
         Self {
-            model_path,
+            model,
             workers: 1,
             threads: default_threads(1),
+            compute_type: "default".into(),
             queue_capacity: 64,
             use_gpu: cfg!(feature = "cuda"),
             flash_attn: false,
             gate: None,
+            guards: None,
         }
     }
 }
@@ -71,7 +84,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    model_path: PathBuf,
+    model: ModelSource,
     multilingual: bool,
     workers: usize,
     threads: usize,
@@ -83,35 +96,26 @@ struct Inner {
     /// Jobs being decoded right now.
     busy: Arc<AtomicUsize>,
     gate: CpuGate,
+    guards: GuardCounts,
 }
 
 impl Engine {
     /// Loads the model and starts the workers. Blocking (seconds for large
     /// models): call from a blocking context.
     pub fn start(cfg: EngineConfig) -> Result<Self, EngineError> {
-        whisper_rs::install_logging_hooks();
-        if !cfg.model_path.is_file() {
-            return Err(EngineError::ModelMissing {
-                path: cfg.model_path.clone(),
-            });
-        }
+        cfg.model.check()?;
+        let model: Arc<dyn LoadedModel> = match cfg.model.kind {
+            EngineKind::WhisperCpp => Arc::new(super::whisper_cpp::WhisperModel::load(&cfg)?),
+            #[cfg(feature = "ctranslate2")]
+            EngineKind::CTranslate2 => Arc::new(super::ctranslate2::Ct2Model::load(&cfg)?),
+            #[cfg(not(feature = "ctranslate2"))]
+            EngineKind::CTranslate2 => unreachable!("ModelSource::check refuses it"),
+        };
+        let multilingual = model.multilingual();
         let load_err = |detail: String| EngineError::ModelLoad {
-            path: cfg.model_path.clone(),
+            path: cfg.model.path.clone(),
             detail,
         };
-        let path = cfg
-            .model_path
-            .to_str()
-            .ok_or_else(|| load_err("path is not valid UTF-8".into()))?;
-        let params = WhisperContextParameters {
-            use_gpu: cfg.use_gpu,
-            flash_attn: cfg.flash_attn,
-            ..Default::default()
-        };
-        let ctx =
-            WhisperContext::new_with_params(path, params).map_err(|e| load_err(e.to_string()))?;
-        let ctx = Arc::new(ctx);
-        let multilingual = ctx.is_multilingual();
 
         let workers = cfg.workers.max(1);
         let threads = cfg.threads.max(1);
@@ -119,21 +123,55 @@ impl Engine {
         let (partial_tx, partial_rx) = bounded(cfg.queue_capacity.max(1));
         let busy = Arc::new(AtomicUsize::new(0));
         let gate = cfg.gate.clone().unwrap_or_else(|| CpuGate::new(workers));
-        let mut handles = Vec::with_capacity(workers);
+        let guards = cfg.guards.clone().unwrap_or_default();
+        let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
         for i in 0..workers {
-            let state = ctx
-                .create_state()
-                .map_err(|e| load_err(format!("creating decode state {i}: {e}")))?;
-            let worker = Worker::new(state, multilingual, threads, busy.clone(), gate.clone());
+            // Each decoder is made on its worker's own thread (CTranslate2
+            // keeps its thread count per thread); the worker says when it
+            // is ready or why it could not start.
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
             let (f, p) = (final_rx.clone(), partial_rx.clone());
+            let (model, busy, gate, guards) =
+                (model.clone(), busy.clone(), gate.clone(), guards.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("whisper-{i}"))
-                .spawn(move || worker.run(f, p))
+                .spawn(move || {
+                    let decoder = match model.decoder(threads) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let worker = Worker {
+                        decoder,
+                        kind: model.kind(),
+                        multilingual,
+                        busy,
+                        gate,
+                        guards,
+                    };
+                    worker.run(f, p);
+                })
                 .map_err(|e| load_err(format!("spawning worker {i}: {e}")))?;
+            let ready = ready_rx
+                .recv()
+                .unwrap_or_else(|_| Err(load_err(format!("worker {i} stopped while starting"))));
+            if let Err(e) = ready {
+                // Let the started workers see closed queues and exit.
+                drop((final_tx, partial_tx));
+                for h in handles {
+                    let _ = h.join();
+                }
+                let _ = handle.join();
+                return Err(e);
+            }
             handles.push(handle);
         }
         tracing::info!(
-            model = %cfg.model_path.display(),
+            model = %cfg.model.path.display(),
+            engine = cfg.model.kind.as_str(),
             workers,
             threads,
             multilingual,
@@ -141,7 +179,7 @@ impl Engine {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                model_path: cfg.model_path,
+                model: cfg.model,
                 multilingual,
                 workers,
                 threads,
@@ -150,13 +188,24 @@ impl Engine {
                 handles: Mutex::new(handles),
                 busy,
                 gate,
+                guards,
             }),
         })
     }
 
-    /// The model file this engine runs.
-    pub fn model_path(&self) -> &std::path::Path {
-        &self.inner.model_path
+    /// The model file or directory this engine runs.
+    pub fn model_path(&self) -> &Path {
+        &self.inner.model.path
+    }
+
+    /// The model and its backend.
+    pub fn model(&self) -> &ModelSource {
+        &self.inner.model
+    }
+
+    /// Guard rejections so far.
+    pub fn guards(&self) -> &GuardCounts {
+        &self.inner.guards
     }
 
     /// Whether the model knows languages other than English.
@@ -169,7 +218,7 @@ impl Engine {
         self.inner.workers
     }
 
-    /// ggml threads per worker.
+    /// Compute threads per worker.
     pub fn threads(&self) -> usize {
         self.inner.threads
     }
@@ -286,7 +335,7 @@ impl Engine {
             .collect();
         for h in handles {
             if h.join().is_err() {
-                tracing::error!("a whisper worker panicked");
+                tracing::error!("a decode worker panicked");
             }
         }
     }

@@ -1,0 +1,453 @@
+//! CTranslate2: the default CPU engine. It reads CTranslate2 (faster-whisper)
+//! model directories as they are, quantises the weights to int8 at load and
+//! runs them on the CTranslate2 library of the PyPI `ctranslate2` wheel
+//! (Intel MKL and oneDNN kernels), through the small C shim in `shim.cpp`.
+//!
+//! One [`Ct2Model`] holds the weights; each worker owns a replica over them
+//! (no copy) with its own thread count. A clip is encoded once in
+//! `prepare`; detection and every decode attempt reuse the encoder output,
+//! so language detection costs one decoder step instead of an encoder pass.
+//! We compute the mel ourselves and build the prompt from the model's own
+//! tokens: English-only models get no language or task token.
+
+mod ffi;
+pub mod mel;
+mod tokens;
+
+use std::ffi::{c_char, CStr, CString};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{Attempt, Decoder, Hypothesis, LoadedModel};
+use super::{EngineConfig, EngineError, EngineKind, Segment, Task};
+use mel::{MelSpectrogram, WINDOW_FRAMES, WINDOW_SAMPLES};
+use tokens::Tokens;
+
+/// CTranslate2's limit on generated tokens per window (Whisper's text
+/// context).
+const MAX_LENGTH: usize = 448;
+
+/// A CTranslate2 Whisper model loaded once per engine.
+pub struct Ct2Model {
+    raw: RawModel,
+    tokens: Arc<Tokens>,
+    info: ffi::Info,
+    compute_type: String,
+}
+
+/// The shim's model handle. CTranslate2 models are immutable once loaded
+/// and are shared by replicas on many threads.
+struct RawModel(*mut ffi::Model);
+// SAFETY: the model is only read after loading; CTranslate2 shares one
+// model between replicas running on different threads.
+unsafe impl Send for RawModel {}
+// SAFETY: as above — no call mutates the model.
+unsafe impl Sync for RawModel {}
+
+impl Drop for RawModel {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from stt_ct2_model_load and is freed once.
+        unsafe { ffi::stt_ct2_model_free(self.0) }
+    }
+}
+
+/// Turns a shim error string into a message and frees it.
+fn take_error(err: *mut c_char) -> String {
+    if err.is_null() {
+        return "unknown CTranslate2 error".into();
+    }
+    // SAFETY: the shim returns a NUL-terminated malloc'd string.
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: freed once, by the shim's allocator.
+    unsafe { ffi::stt_ct2_string_free(err) };
+    msg
+}
+
+/// `model.compute_type` → CTranslate2's. `default` and `auto` mean int8:
+/// the fastest measured on CPU, and what faster-whisper servers run.
+pub fn compute_type(configured: &str) -> &str {
+    match configured {
+        "default" | "auto" | "" => "int8",
+        other => other,
+    }
+}
+
+impl Ct2Model {
+    pub(super) fn load(cfg: &EngineConfig) -> Result<Self, EngineError> {
+        let dir = &cfg.model.path;
+        let load_err = |detail: String| EngineError::ModelLoad {
+            path: dir.clone(),
+            detail,
+        };
+        let tokens = Tokens::load(&dir.join("vocabulary.txt")).map_err(|detail| {
+            EngineError::ModelInvalid {
+                path: dir.clone(),
+                detail,
+            }
+        })?;
+        let c_dir = path_cstring(dir).map_err(load_err)?;
+        let c_type = CString::new(compute_type(&cfg.compute_type))
+            .map_err(|_| load_err("compute type holds a NUL byte".into()))?;
+        let mut raw = std::ptr::null_mut();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid C strings and out-pointers; the shim catches every
+        // exception.
+        let rc =
+            unsafe { ffi::stt_ct2_model_load(c_dir.as_ptr(), c_type.as_ptr(), &mut raw, &mut err) };
+        if rc != 0 || raw.is_null() {
+            return Err(load_err(take_error(err)));
+        }
+        let raw = RawModel(raw);
+        let mut info = ffi::Info::default();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `raw.0` is a loaded model; `info` is a valid out-pointer.
+        if unsafe { ffi::stt_ct2_model_info(raw.0, &mut info, &mut err) } != 0 {
+            return Err(load_err(take_error(err)));
+        }
+        let mut effective = [0 as c_char; 32];
+        // SAFETY: the buffer holds `effective.len()` bytes.
+        unsafe { ffi::stt_ct2_model_compute_type(raw.0, effective.as_mut_ptr(), effective.len()) };
+        // SAFETY: the shim NUL-terminates within the buffer.
+        let compute_type = unsafe { CStr::from_ptr(effective.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        tracing::info!(
+            model = %dir.display(),
+            compute_type = %compute_type,
+            n_mels = info.n_mels,
+            multilingual = info.multilingual != 0,
+            "CTranslate2 model loaded"
+        );
+        Ok(Self {
+            raw,
+            tokens: Arc::new(tokens),
+            info,
+            compute_type,
+        })
+    }
+
+    /// The compute type CTranslate2 chose for the weights.
+    pub fn compute_type(&self) -> &str {
+        &self.compute_type
+    }
+}
+
+fn path_cstring(path: &Path) -> Result<CString, String> {
+    let s = path
+        .to_str()
+        .ok_or_else(|| "path is not valid UTF-8".to_string())?;
+    CString::new(s).map_err(|_| "path holds a NUL byte".to_string())
+}
+
+impl LoadedModel for Ct2Model {
+    fn multilingual(&self) -> bool {
+        self.info.multilingual != 0
+    }
+
+    fn kind(&self) -> EngineKind {
+        EngineKind::CTranslate2
+    }
+
+    fn decoder(&self, threads: usize) -> Result<Box<dyn Decoder>, EngineError> {
+        let mut replica = std::ptr::null_mut();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `self.raw.0` is a loaded model that outlives the replica
+        // (the replica keeps a shared_ptr to it).
+        if unsafe { ffi::stt_ct2_replica_new(self.raw.0, threads.max(1), &mut replica, &mut err) }
+            != 0
+        {
+            return Err(EngineError::Decode(format!(
+                "creating a CTranslate2 replica: {}",
+                take_error(err)
+            )));
+        }
+        Ok(Box::new(Ct2Decoder {
+            replica: RawReplica(replica),
+            tokens: self.tokens.clone(),
+            mel: MelSpectrogram::new(self.info.n_mels.max(1)),
+            multilingual: self.info.multilingual != 0,
+            encoded: None,
+            windows: 0,
+        }))
+    }
+}
+
+/// A replica, used by one worker thread only.
+struct RawReplica(*mut ffi::Replica);
+
+impl Drop for RawReplica {
+    fn drop(&mut self) {
+        // SAFETY: created by stt_ct2_replica_new, freed once.
+        unsafe { ffi::stt_ct2_replica_free(self.0) }
+    }
+}
+
+/// An encoder output.
+struct RawEncoded(*mut ffi::Encoded);
+
+impl Drop for RawEncoded {
+    fn drop(&mut self) {
+        // SAFETY: created by stt_ct2_encode, freed once.
+        unsafe { ffi::stt_ct2_encoded_free(self.0) }
+    }
+}
+
+struct Ct2Decoder {
+    replica: RawReplica,
+    tokens: Arc<Tokens>,
+    mel: MelSpectrogram,
+    multilingual: bool,
+    /// The prepared clip's encoder output, one batch row per 30 s window.
+    encoded: Option<RawEncoded>,
+    windows: usize,
+}
+
+impl Ct2Decoder {
+    fn encoded(&self) -> Result<&RawEncoded, EngineError> {
+        self.encoded
+            .as_ref()
+            .ok_or_else(|| EngineError::Decode("decode before prepare".into()))
+    }
+
+    /// `<|startoftranscript|>` then, on multilingual models, the language
+    /// and the task, then `<|notimestamps|>` unless the profile wants times.
+    fn prompt(&self, attempt: &Attempt<'_>) -> Result<Vec<usize>, EngineError> {
+        let t = &self.tokens;
+        let mut prompt = vec![t.sot];
+        if self.multilingual {
+            let lang = t
+                .language(attempt.language)
+                .ok_or_else(|| EngineError::Language {
+                    language: attempt.language.to_string(),
+                    reason: "the model has no token for this language".into(),
+                })?;
+            prompt.push(lang);
+            let task = match attempt.task {
+                Task::Transcribe => t.transcribe,
+                Task::Translate => t.translate,
+            };
+            prompt.push(task.ok_or_else(|| {
+                EngineError::Decode(format!("the model has no {} token", attempt.task.as_str()))
+            })?);
+        }
+        if attempt.profile.without_timestamps || t.timestamp_begin.is_none() {
+            prompt.push(t.no_timestamps);
+        }
+        Ok(prompt)
+    }
+
+    /// Segments of one window's tokens: timestamp pairs delimit them when
+    /// the profile asked for times; otherwise the text spans the window.
+    fn segments(&self, ids: &[usize], offset: f64, span: f64, no_speech: f32) -> Vec<Segment> {
+        let t = &self.tokens;
+        let mut out = Vec::new();
+        let mut start: Option<f64> = None;
+        let mut text: Vec<usize> = Vec::new();
+        let mut push = |start: f64, end: f64, text: &mut Vec<usize>| {
+            let s = t.decode(text);
+            text.clear();
+            if !s.trim().is_empty() {
+                out.push(Segment {
+                    start_sec: offset + start.clamp(0.0, span),
+                    end_sec: offset + end.clamp(0.0, span),
+                    text: s,
+                    no_speech_probability: no_speech,
+                });
+            }
+        };
+        for &id in ids {
+            if let Some(ts) = t.timestamp(id) {
+                match start {
+                    Some(s) if !text.is_empty() => {
+                        push(s, ts, &mut text);
+                        start = None;
+                    }
+                    _ => start = Some(ts),
+                }
+            } else if id < t.eot {
+                text.push(id);
+            }
+        }
+        push(start.unwrap_or(0.0), span, &mut text);
+        out
+    }
+}
+
+impl Decoder for Ct2Decoder {
+    fn prepare(&mut self, audio: &[f32], _cancel: &CancellationToken) -> Result<(), EngineError> {
+        self.encoded = None;
+        let started = std::time::Instant::now();
+        let (windows, features) = self.mel.windows(audio);
+        let mel_done = started.elapsed();
+        let mut out = std::ptr::null_mut();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `features` holds windows × n_mels × WINDOW_FRAMES floats;
+        // the replica belongs to this thread.
+        let rc = unsafe {
+            ffi::stt_ct2_encode(
+                self.replica.0,
+                features.as_ptr(),
+                windows,
+                self.mel.n_mels(),
+                WINDOW_FRAMES,
+                &mut out,
+                &mut err,
+            )
+        };
+        if rc != 0 || out.is_null() {
+            return Err(EngineError::Decode(format!(
+                "encoding: {}",
+                take_error(err)
+            )));
+        }
+        self.encoded = Some(RawEncoded(out));
+        self.windows = windows;
+        tracing::debug!(
+            mel_ms = mel_done.as_secs_f64() * 1e3,
+            encode_ms = (started.elapsed() - mel_done).as_secs_f64() * 1e3,
+            windows,
+            "prepared a clip"
+        );
+        Ok(())
+    }
+
+    fn detect_language(&mut self) -> Result<Vec<(String, f32)>, EngineError> {
+        let encoded = self.encoded()?.0;
+        let mut langs = vec![
+            ffi::Language {
+                token: [0; 16],
+                probability: 0.0,
+            };
+            128
+        ];
+        let mut n = 0usize;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `langs` has room for `langs.len()` entries.
+        let rc = unsafe {
+            ffi::stt_ct2_detect_language(
+                self.replica.0,
+                encoded,
+                langs.as_mut_ptr(),
+                langs.len(),
+                &mut n,
+                &mut err,
+            )
+        };
+        if rc != 0 {
+            return Err(EngineError::Decode(format!(
+                "language detection: {}",
+                take_error(err)
+            )));
+        }
+        Ok(langs[..n.min(langs.len())]
+            .iter()
+            .map(|l| {
+                // SAFETY: the shim NUL-terminates each token.
+                let token = unsafe { CStr::from_ptr(l.token.as_ptr()) }.to_string_lossy();
+                let code = token.trim_start_matches("<|").trim_end_matches("|>");
+                (code.to_string(), l.probability)
+            })
+            .collect())
+    }
+
+    fn decode(
+        &mut self,
+        attempt: &Attempt<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Hypothesis, EngineError> {
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let encoded = self.encoded()?.0;
+        let prompt = self.prompt(attempt)?;
+        let prompts: Vec<usize> = (0..self.windows).flat_map(|_| prompt.clone()).collect();
+        let prof = attempt.profile;
+        let sampling = attempt.temperature > 0.0;
+        let options = ffi::Options {
+            beam_size: if sampling { 1 } else { prof.beam_size.max(1) },
+            patience: prof.patience,
+            length_penalty: prof.length_penalty,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            max_length: MAX_LENGTH,
+            // Greedy takes the best token; sampling draws from them all.
+            sampling_topk: if sampling { 0 } else { 1 },
+            sampling_temperature: if sampling { attempt.temperature } else { 1.0 },
+            max_initial_timestamp_index: 50,
+            suppress_blank: 1,
+        };
+        let started = std::time::Instant::now();
+        let mut results: Vec<ffi::GenResult> = (0..self.windows)
+            .map(|_| ffi::GenResult::default())
+            .collect();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `prompts` holds windows × prompt.len() ids and `results`
+        // one slot per window, as the encoded batch has rows.
+        let rc = unsafe {
+            ffi::stt_ct2_generate(
+                self.replica.0,
+                encoded,
+                prompts.as_ptr(),
+                prompt.len(),
+                &options,
+                results.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        tracing::debug!(
+            generate_ms = started.elapsed().as_secs_f64() * 1e3,
+            "decoded a clip"
+        );
+        let hypothesis = if rc == 0 {
+            Ok(self.hypothesis(&results, attempt, prof.length_penalty))
+        } else {
+            Err(EngineError::Decode(take_error(err)))
+        };
+        // SAFETY: every slot was initialised (null or malloc'd ids).
+        unsafe { ffi::stt_ct2_results_free(results.as_mut_ptr(), results.len()) };
+        hypothesis
+    }
+}
+
+impl Ct2Decoder {
+    fn hypothesis(
+        &self,
+        results: &[ffi::GenResult],
+        attempt: &Attempt<'_>,
+        length_penalty: f32,
+    ) -> Hypothesis {
+        let total = attempt.samples as f64 / 16_000.0;
+        let window_sec = WINDOW_SAMPLES as f64 / 16_000.0;
+        let mut segments = Vec::new();
+        let mut no_speech: f32 = 0.0;
+        let (mut logprob, mut tokens) = (0.0f64, 0usize);
+        for (w, r) in results.iter().enumerate() {
+            let ids: &[usize] = if r.ids.is_null() {
+                &[]
+            } else {
+                // SAFETY: the shim wrote `n_ids` ids at `ids`.
+                unsafe { std::slice::from_raw_parts(r.ids, r.n_ids) }
+            };
+            let offset = w as f64 * window_sec;
+            let span = (total - offset).clamp(0.0, window_sec);
+            no_speech = no_speech.max(r.no_speech_prob);
+            segments.extend(self.segments(ids, offset, span, r.no_speech_prob));
+            // CTranslate2 reports the sum of log probabilities divided by
+            // length^penalty; undo that as faster-whisper does to get the
+            // mean per token (counting the end token).
+            let n = ids.len();
+            logprob += f64::from(r.score) * (n as f64).powf(f64::from(length_penalty));
+            tokens += n + 1;
+        }
+        Hypothesis {
+            segments,
+            avg_logprob: (tokens > 0).then(|| (logprob / tokens as f64) as f32),
+            no_speech_probability: no_speech,
+            token_probabilities: None,
+        }
+    }
+}
