@@ -170,14 +170,7 @@ fn ct2_row(dir: &Path) -> ModelRow {
                 v.name.starts_with("encoder/layer_") && v.name.ends_with("/ffn/linear_0/weight")
             })
             .count();
-        row.size = match layers {
-            4 => "tiny",
-            6 => "base",
-            12 => "small",
-            24 => "medium",
-            32 => "large",
-            _ => "unknown",
-        };
+        row.size = crate::models::ggml::size_name(layers);
         if let Some(v) = model.get("encoder/conv1/weight") {
             row.format = format!("ctranslate2 ({})", v.dtype.name());
         }

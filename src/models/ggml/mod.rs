@@ -87,14 +87,7 @@ impl Hparams {
 
     /// Whisper size name from the encoder depth, as whisper.cpp names it.
     pub fn model_size(&self) -> &'static str {
-        match self.n_audio_layer {
-            4 => "tiny",
-            6 => "base",
-            12 => "small",
-            24 => "medium",
-            32 => "large",
-            _ => "unknown",
-        }
+        size_name(usize::try_from(self.n_audio_layer).unwrap_or(0))
     }
 }
 
@@ -142,6 +135,18 @@ impl TensorType {
         })
     }
 }
+/// Whisper's size name for an encoder of `layers` layers (either format).
+pub fn size_name(layers: usize) -> &'static str {
+    match layers {
+        4 => "tiny",
+        6 => "base",
+        12 => "small",
+        24 => "medium",
+        32 => "large",
+        _ => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
