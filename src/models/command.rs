@@ -71,12 +71,12 @@ fn list() -> anyhow::Result<()> {
         println!("no models found; run `scripts/setup.sh` or `stt models import <ct2-dir>`");
     } else {
         println!(
-            "{:<12} {:<12} {:<18} {:>10}  {:<8} {:<13} path",
+            "{:<12} {:<12} {:<22} {:>10}  {:<8} {:<13} path",
             "name", "engine", "format", "size", "type", "languages"
         );
         for r in &rows {
             println!(
-                "{:<12} {:<12} {:<18} {:>7.1} MB  {:<8} {:<13} {}{}",
+                "{:<12} {:<12} {:<22} {:>7.1} MB  {:<8} {:<13} {}{}",
                 r.name,
                 r.engine,
                 r.format,
@@ -100,6 +100,10 @@ fn list() -> anyhow::Result<()> {
     for (what, path) in [
         ("Silero VAD", store::silero_model(None)),
         ("ONNX Runtime", store::ort_library(None)),
+        (
+            "CTranslate2 library",
+            store::models_dir().join("ctranslate2-4.8.4/lib/libctranslate2.so"),
+        ),
     ] {
         let state = if path.is_file() { "ok" } else { "missing" };
         println!("{what}: {} ({state})", path.display());

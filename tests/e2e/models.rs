@@ -118,13 +118,31 @@ fn corrupt_ggml_magic_is_rejected() {
 }
 
 #[test]
-fn list_shows_the_provisioned_model() {
-    let _ = tiny_en();
+fn list_shows_each_provisioned_model_with_its_engine() {
+    let _ = (tiny_en(), tiny_en_ct2());
     let res = run_stt(&["models", "list"]);
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(res.status.success());
+    let line = |engine: &str, name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!(" {engine} ")))
+            .unwrap_or_else(|| panic!("no {name} line for {engine}: {stdout}"))
+            .to_string()
+    };
+    let ct2 = line("ctranslate2", "tiny.en");
     assert!(
-        stdout.contains("tiny.en") && stdout.contains("English-only"),
+        ct2.contains("English-only") && ct2.contains("tiny"),
+        "{ct2}"
+    );
+    let ggml = line("whisper.cpp", "tiny.en");
+    assert!(
+        ggml.contains("ggml") && ggml.contains("English-only"),
+        "{ggml}"
+    );
+    assert!(line("ctranslate2", "base").contains("multilingual"));
+    assert!(
+        stdout.contains("default: tiny.en on ctranslate2"),
         "{stdout}"
     );
     assert!(
