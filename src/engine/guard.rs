@@ -3,8 +3,9 @@
 //! the last sentence over and over, often when the encoder window is too
 //! small for the clip), text far longer than the audio could hold, and text
 //! invented over silence. Each guard is a cheap check on the text and the
-//! decode's own scores; the worker retries a rejected hypothesis once (full
-//! window, else the next temperature) and drops what still fails.
+//! decode's own scores; the worker retries a rejected hypothesis once (the
+//! full window where whisper.cpp used a fitted one, else the next
+//! temperature) and drops what still fails.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

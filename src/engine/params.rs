@@ -55,9 +55,9 @@ pub struct DecodeParams {
 /// utterance. On whisper.cpp detection is a full-window encoder pass (about
 /// 3 s for base on two cores), so once it is settled later partials reuse
 /// it, and a decode cancelled after detecting still leaves its result for
-/// the next one. Finals never reuse it: a final's language comes from the
-/// whole utterance (a guess from a partial's first seconds once turned a
-/// 3 s French sentence into Russian).
+/// the next one. A final reuses it only when it heard most of the
+/// utterance ([`Detection::for_final`]): a guess from a partial's first
+/// seconds once turned a 3 s French sentence into Russian.
 #[derive(Debug, Clone, Default)]
 pub struct Detection(Arc<OnceLock<Settled>>);
 

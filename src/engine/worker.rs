@@ -84,13 +84,15 @@ impl Worker {
         }
         let (language, probability) = match language {
             Some(l) => (l, probability),
-            None => self.detect(p, priority, audio.len())?,
+            None => self.detect(p, priority, job.audio.len())?,
         };
         if job.cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
 
         let audio_ctx = match (p.audio_ctx, priority) {
+            // Only whisper.cpp can shrink its window.
+            _ if self.kind == EngineKind::CTranslate2 => 0,
             (Some(n), _) => n,
             // Finals decode with the full window: fitted windows made
             // tiny.en repeat sentences on recorded speech (512 frames on a
@@ -119,8 +121,9 @@ impl Worker {
                 text = %hypothesis.text(),
                 "a guard rejected a decode; retrying once"
             );
-            // One retry, the way Whisper recovers from a loop: a bigger
-            // window when the first was fitted, else a warmer sample.
+            // One retry, the way Whisper recovers from a loop: the full
+            // window when whisper.cpp used a fitted one, else a warmer
+            // sample.
             if attempt.audio_ctx > 0 {
                 attempt.audio_ctx = 0;
             } else {

@@ -100,6 +100,28 @@ fn a_loop_in_a_small_window_is_caught_and_retried_with_the_full_window() {
 }
 
 #[test]
+fn ctranslate2_decodes_a_long_clip_window_by_window() {
+    // ~130 s: the passage, a long silence, then hello.wav at 125 s — five
+    // 30 s windows, encoded and decoded in bounded groups (four, then one);
+    // the fifth window's words and times come back.
+    let engine = ct2_engine();
+    let hello = stt::audio::wav::read_wav(&asset("audio/hello.wav"))
+        .unwrap()
+        .samples;
+    let mut long = passage().to_vec();
+    long.resize(125 * 16_000, 0.0);
+    long.extend(hello);
+    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    let t = engine.decode_blocking(long.into(), params).unwrap();
+    let last = t.segments.last().expect("segments");
+    assert!(last.start_sec >= 120.0, "{:?}", t.segments);
+    assert!(last.end_sec > 128.0, "{:?}", t.segments);
+    assert_words("Hello world. This is a test", &last.text, 0.8);
+    assert_words("Good morning everyone", &t.segments[0].text, 0.8);
+    engine.shutdown();
+}
+
+#[test]
 fn a_job_cancelled_before_it_runs_never_reaches_ctranslate2() {
     let engine = ct2_engine();
     let cancel = CancellationToken::new();

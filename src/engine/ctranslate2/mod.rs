@@ -28,6 +28,10 @@ use tokens::Tokens;
 /// CTranslate2's limit on generated tokens per window (Whisper's text
 /// context).
 const MAX_LENGTH: usize = 448;
+/// 30 s windows encoded and decoded in one batch. A long clip (a whole
+/// file given to `stt transcribe --no-vad`) goes through in groups of this
+/// many, so memory stays bounded however long the audio is.
+const MAX_BATCH: usize = 4;
 
 /// A CTranslate2 Whisper model loaded once per engine.
 pub struct Ct2Model {
@@ -170,8 +174,7 @@ impl LoadedModel for Ct2Model {
             tokens: self.tokens.clone(),
             mel: MelSpectrogram::new(self.info.n_mels.max(1)),
             multilingual: self.info.multilingual != 0,
-            encoded: None,
-            windows: 0,
+            encoded: Vec::new(),
         }))
     }
 }
@@ -201,15 +204,17 @@ struct Ct2Decoder {
     tokens: Arc<Tokens>,
     mel: MelSpectrogram,
     multilingual: bool,
-    /// The prepared clip's encoder output, one batch row per 30 s window.
-    encoded: Option<RawEncoded>,
-    windows: usize,
+    /// The prepared clip's encoder output: groups of at most `MAX_BATCH`
+    /// 30 s windows, one batch row each, with the group's window count.
+    encoded: Vec<(RawEncoded, usize)>,
 }
 
 impl Ct2Decoder {
-    fn encoded(&self) -> Result<&RawEncoded, EngineError> {
+    /// The first window's encoder output (language detection).
+    fn first_encoded(&self) -> Result<*mut ffi::Encoded, EngineError> {
         self.encoded
-            .as_ref()
+            .first()
+            .map(|(e, _)| e.0)
             .ok_or_else(|| EngineError::Decode("decode before prepare".into()))
     }
 
@@ -278,34 +283,41 @@ impl Ct2Decoder {
 }
 
 impl Decoder for Ct2Decoder {
-    fn prepare(&mut self, audio: &[f32], _cancel: &CancellationToken) -> Result<(), EngineError> {
-        self.encoded = None;
+    fn prepare(&mut self, audio: &[f32], cancel: &CancellationToken) -> Result<(), EngineError> {
+        self.encoded.clear();
         let started = std::time::Instant::now();
         let (windows, features) = self.mel.windows(audio);
         let mel_done = started.elapsed();
-        let mut out = std::ptr::null_mut();
-        let mut err = std::ptr::null_mut();
-        // SAFETY: `features` holds windows × n_mels × WINDOW_FRAMES floats;
-        // the replica belongs to this thread.
-        let rc = unsafe {
-            ffi::stt_ct2_encode(
-                self.replica.0,
-                features.as_ptr(),
-                windows,
-                self.mel.n_mels(),
-                WINDOW_FRAMES,
-                &mut out,
-                &mut err,
-            )
-        };
-        if rc != 0 || out.is_null() {
-            return Err(EngineError::Decode(format!(
-                "encoding: {}",
-                take_error(err)
-            )));
+        let per_window = self.mel.n_mels() * WINDOW_FRAMES;
+        for (g, group) in features.chunks(MAX_BATCH * per_window).enumerate() {
+            if g > 0 && cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let batch = group.len() / per_window;
+            let mut out = std::ptr::null_mut();
+            let mut err = std::ptr::null_mut();
+            // SAFETY: `group` holds batch × n_mels × WINDOW_FRAMES floats;
+            // the replica belongs to this thread.
+            let rc = unsafe {
+                ffi::stt_ct2_encode(
+                    self.replica.0,
+                    group.as_ptr(),
+                    batch,
+                    self.mel.n_mels(),
+                    WINDOW_FRAMES,
+                    &mut out,
+                    &mut err,
+                )
+            };
+            if rc != 0 || out.is_null() {
+                self.encoded.clear();
+                return Err(EngineError::Decode(format!(
+                    "encoding: {}",
+                    take_error(err)
+                )));
+            }
+            self.encoded.push((RawEncoded(out), batch));
         }
-        self.encoded = Some(RawEncoded(out));
-        self.windows = windows;
         tracing::debug!(
             mel_ms = mel_done.as_secs_f64() * 1e3,
             encode_ms = (started.elapsed() - mel_done).as_secs_f64() * 1e3,
@@ -316,7 +328,7 @@ impl Decoder for Ct2Decoder {
     }
 
     fn detect_language(&mut self) -> Result<Vec<(String, f32)>, EngineError> {
-        let encoded = self.encoded()?.0;
+        let encoded = self.first_encoded()?;
         let mut langs = vec![
             ffi::Language {
                 token: [0; 16],
@@ -362,9 +374,10 @@ impl Decoder for Ct2Decoder {
         if cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
-        let encoded = self.encoded()?.0;
+        if self.encoded.is_empty() {
+            return Err(EngineError::Decode("decode before prepare".into()));
+        }
         let prompt = self.prompt(attempt)?;
-        let prompts: Vec<usize> = (0..self.windows).flat_map(|_| prompt.clone()).collect();
         let prof = attempt.profile;
         let sampling = attempt.temperature > 0.0;
         let options = ffi::Options {
@@ -381,42 +394,72 @@ impl Decoder for Ct2Decoder {
             suppress_blank: 1,
         };
         let started = std::time::Instant::now();
-        let mut results: Vec<ffi::GenResult> = (0..self.windows)
-            .map(|_| ffi::GenResult::default())
-            .collect();
-        let mut err = std::ptr::null_mut();
-        // SAFETY: `prompts` holds windows × prompt.len() ids and `results`
-        // one slot per window, as the encoded batch has rows.
-        let rc = unsafe {
-            ffi::stt_ct2_generate(
-                self.replica.0,
-                encoded,
-                prompts.as_ptr(),
-                prompt.len(),
-                &options,
-                results.as_mut_ptr(),
-                &mut err,
-            )
-        };
+        let mut windows: Vec<Window> = Vec::new();
+        for (g, (encoded, batch)) in self.encoded.iter().enumerate() {
+            if g > 0 && cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let prompts: Vec<usize> = (0..*batch).flat_map(|_| prompt.clone()).collect();
+            let mut results: Vec<ffi::GenResult> =
+                (0..*batch).map(|_| ffi::GenResult::default()).collect();
+            let mut err = std::ptr::null_mut();
+            // SAFETY: `prompts` holds batch × prompt.len() ids and `results`
+            // one slot per row of the encoded batch.
+            let rc = unsafe {
+                ffi::stt_ct2_generate(
+                    self.replica.0,
+                    encoded.0,
+                    prompts.as_ptr(),
+                    prompt.len(),
+                    &options,
+                    results.as_mut_ptr(),
+                    &mut err,
+                )
+            };
+            if rc == 0 {
+                windows.extend(results.iter().map(Window::copy_from));
+            }
+            // SAFETY: every slot was initialised (null or malloc'd ids).
+            unsafe { ffi::stt_ct2_results_free(results.as_mut_ptr(), results.len()) };
+            if rc != 0 {
+                return Err(EngineError::Decode(take_error(err)));
+            }
+        }
         tracing::debug!(
             generate_ms = started.elapsed().as_secs_f64() * 1e3,
             "decoded a clip"
         );
-        let hypothesis = if rc == 0 {
-            Ok(self.hypothesis(&results, attempt, prof.length_penalty))
+        Ok(self.hypothesis(&windows, attempt, prof.length_penalty))
+    }
+}
+
+/// One window's generated tokens, copied out of the shim's buffers.
+struct Window {
+    ids: Vec<usize>,
+    score: f32,
+    no_speech_prob: f32,
+}
+
+impl Window {
+    fn copy_from(r: &ffi::GenResult) -> Self {
+        let ids = if r.ids.is_null() {
+            Vec::new()
         } else {
-            Err(EngineError::Decode(take_error(err)))
+            // SAFETY: the shim wrote `n_ids` ids at `ids`.
+            unsafe { std::slice::from_raw_parts(r.ids, r.n_ids) }.to_vec()
         };
-        // SAFETY: every slot was initialised (null or malloc'd ids).
-        unsafe { ffi::stt_ct2_results_free(results.as_mut_ptr(), results.len()) };
-        hypothesis
+        Self {
+            ids,
+            score: r.score,
+            no_speech_prob: r.no_speech_prob,
+        }
     }
 }
 
 impl Ct2Decoder {
     fn hypothesis(
         &self,
-        results: &[ffi::GenResult],
+        results: &[Window],
         attempt: &Attempt<'_>,
         length_penalty: f32,
     ) -> Hypothesis {
@@ -426,12 +469,7 @@ impl Ct2Decoder {
         let mut no_speech: f32 = 0.0;
         let (mut logprob, mut tokens) = (0.0f64, 0usize);
         for (w, r) in results.iter().enumerate() {
-            let ids: &[usize] = if r.ids.is_null() {
-                &[]
-            } else {
-                // SAFETY: the shim wrote `n_ids` ids at `ids`.
-                unsafe { std::slice::from_raw_parts(r.ids, r.n_ids) }
-            };
+            let ids = &r.ids;
             let offset = w as f64 * window_sec;
             let span = (total - offset).clamp(0.0, window_sec);
             no_speech = no_speech.max(r.no_speech_prob);

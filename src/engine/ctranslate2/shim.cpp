@@ -77,11 +77,13 @@ int stt_ct2_model_load(const char *dir, const char *compute_type, stt_ct2_model 
 void stt_ct2_model_free(stt_ct2_model *model) { delete model; }
 
 int stt_ct2_model_compute_type(const stt_ct2_model *model, char *out, size_t cap) {
-  std::string s = ctranslate2::compute_type_to_str(model->model->effective_compute_type());
   if (cap == 0) return 1;
-  std::strncpy(out, s.c_str(), cap - 1);
-  out[cap - 1] = '\0';
-  return 0;
+  out[0] = '\0';
+  return guarded(nullptr, [&] {
+    std::string s = ctranslate2::compute_type_to_str(model->model->effective_compute_type());
+    std::strncpy(out, s.c_str(), cap - 1);
+    out[cap - 1] = '\0';
+  });
 }
 
 int stt_ct2_model_info(const stt_ct2_model *model, stt_ct2_info *out, char **err) {
