@@ -123,14 +123,25 @@ fn ctranslate2_decodes_a_long_clip_window_by_window() {
 
 #[test]
 fn a_job_cancelled_before_it_runs_never_reaches_ctranslate2() {
+    // A cancelled job is answered without encoding: far sooner than a
+    // decode (relative, so a loaded machine does not flake it).
     let engine = ct2_engine();
+    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
+    let started = Instant::now();
+    engine.decode_blocking(passage(), params.clone()).unwrap();
+    let full = started.elapsed();
     let cancel = CancellationToken::new();
     cancel.cancel();
-    let params = DecodeParams::from_profile(DecodeProfileConfig::realtime());
     let (job, rx) = DecodeJob::new(passage(), params.clone(), cancel);
+    let started = Instant::now();
     engine.try_submit(job, Priority::Final).unwrap();
     let res = rx.blocking_recv().expect("worker replies");
+    let took = started.elapsed();
     assert!(matches!(res, Err(EngineError::Cancelled)), "{res:?}");
+    assert!(
+        took < full / 4,
+        "answered in {took:?}; a decode takes {full:?}"
+    );
     assert!(engine.decode_blocking(passage(), params).is_ok());
     engine.shutdown();
 }
