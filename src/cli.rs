@@ -354,7 +354,7 @@ pub enum ModelsCommand {
         model: String,
         /// Which engine a name resolves to: auto, ctranslate2 or whisper.cpp.
         #[arg(long, default_value = "auto")]
-        engine: String,
+        engine: crate::engine::EngineChoice,
     },
     /// Download an official ggml model by name (needs internet access).
     Fetch {
@@ -381,7 +381,7 @@ pub struct TranscribeArgs {
     /// Which engine a model name resolves to: auto (CTranslate2 when its
     /// directory exists), ctranslate2 or whisper.cpp.
     #[arg(long, default_value = "auto")]
-    pub engine: String,
+    pub engine: crate::engine::EngineChoice,
     /// CTranslate2 compute type (default = int8); whisper.cpp uses the
     /// file's own precision.
     #[arg(long, default_value = "default")]

@@ -72,12 +72,6 @@ pub(crate) struct Hypothesis {
 impl Hypothesis {
     /// All segment texts joined, trimmed.
     pub fn text(&self) -> String {
-        let parts: Vec<&str> = self
-            .segments
-            .iter()
-            .map(|s| s.text.trim())
-            .filter(|t| !t.is_empty())
-            .collect();
-        parts.join(" ")
+        super::joined_text(&self.segments)
     }
 }

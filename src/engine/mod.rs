@@ -70,19 +70,18 @@ pub struct Transcript {
 impl Transcript {
     /// All segment texts joined, trimmed.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        for s in &self.segments {
-            let t = s.text.trim();
-            if t.is_empty() {
-                continue;
-            }
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(t);
-        }
-        out
+        joined_text(&self.segments)
     }
+}
+
+/// Segment texts trimmed and joined with single spaces.
+pub(crate) fn joined_text(segments: &[Segment]) -> String {
+    let parts: Vec<&str> = segments
+        .iter()
+        .map(|s| s.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    parts.join(" ")
 }
 
 /// One whisper segment; times are seconds from the start of the decoded audio.

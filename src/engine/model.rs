@@ -61,6 +61,15 @@ impl EngineChoice {
     }
 }
 
+/// `--engine` flags: clap reports a bad value with the choices.
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| format!("{s:?} is not auto, ctranslate2 or whisper.cpp"))
+    }
+}
+
 /// A model on disk and the backend that reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSource {

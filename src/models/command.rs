@@ -20,12 +20,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
         ModelsCommand::List => list(),
         ModelsCommand::Import { dir, out, force } => import(&dir, out, force),
         ModelsCommand::Verify { model, engine } => {
-            let choice = EngineChoice::parse(&engine).ok_or_else(|| {
-                UsageError(format!(
-                    "--engine must be auto, ctranslate2 or whisper.cpp, got {engine:?}"
-                ))
-            })?;
-            let source = ModelSource::resolve(&model, choice);
+            let source = ModelSource::resolve(&model, engine);
             match source.kind {
                 EngineKind::CTranslate2 => verify_ct2(&source),
                 EngineKind::WhisperCpp => verify(&source.path),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::audio::wav::{read_wav, Clip};
 use crate::cli::TranscribeArgs;
 use crate::config::{load_yaml, ModelFile};
-use crate::engine::{DecodeParams, Engine, EngineChoice, EngineConfig, ModelSource, Task};
+use crate::engine::{DecodeParams, Engine, EngineConfig, ModelSource, Task};
 use crate::models::store;
 use crate::vad::{endpoint, EndpointConfig, VadConfig, VadPool};
 use crate::UsageError;
@@ -44,16 +44,10 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     check_args(&args)?;
     let models = load_model_config(&args.model_config)?;
     let params = decode_params(&args, &models)?;
-    let choice = EngineChoice::parse(&args.engine).ok_or_else(|| {
-        UsageError(format!(
-            "--engine must be auto, ctranslate2 or whisper.cpp, got {:?}",
-            args.engine
-        ))
-    })?;
     let threads = args
         .threads
         .unwrap_or_else(|| crate::engine::default_threads(1));
-    let mut cfg = EngineConfig::new(ModelSource::resolve(&args.model, choice));
+    let mut cfg = EngineConfig::new(ModelSource::resolve(&args.model, args.engine));
     cfg.threads = threads;
     cfg.compute_type = args.compute_type.clone();
     let engine = Engine::start(cfg).context("starting the decode engine")?;

@@ -110,11 +110,12 @@ void stt_ct2_replica_free(stt_ct2_replica *replica) { delete replica; }
 int stt_ct2_encode(stt_ct2_replica *replica, const float *mel, size_t batch, size_t n_mels,
                    size_t n_frames, stt_ct2_encoded **out, char **err) {
   return guarded(err, [&] {
-    std::vector<float> data(mel, mel + batch * n_mels * n_frames);
+    // A view of the caller's buffer: Whisper::encode copies it for the
+    // pool's thread, so copying here first would copy twice.
     StorageView features({static_cast<ctranslate2::dim_t>(batch),
                           static_cast<ctranslate2::dim_t>(n_mels),
                           static_cast<ctranslate2::dim_t>(n_frames)},
-                         std::move(data));
+                         const_cast<float *>(mel));
     StorageView encoded = replica->pool->encode(features, /*to_cpu=*/false).get();
     *out = new stt_ct2_encoded{std::move(encoded)};
   });
