@@ -114,6 +114,12 @@ pub struct DecodeProfileConfig {
     /// positive value fits the window to each clip, never below this value
     /// (2-4x faster on short utterances). (Ours.)
     pub audio_ctx: usize,
+    /// CTranslate2: the encoder window in seconds, stretched to the clip
+    /// plus 2 s when the clip is longer; 30 is Whisper's full window. On
+    /// tiny.en, 20 s encodes 3x faster than 30 s (0.10 against 0.29 s on
+    /// two cores) with dev-set WER within noise (7.37-7.63% against 7.46%);
+    /// 15 s rose to 16%. (Ours.)
+    pub encoder_window_sec: f32,
 }
 
 impl DecodeProfileConfig {
@@ -130,6 +136,7 @@ impl DecodeProfileConfig {
             no_speech_threshold: 0.6,
             log_prob_threshold: -1.0,
             audio_ctx: 768,
+            encoder_window_sec: 20.0,
         }
     }
 
@@ -138,6 +145,7 @@ impl DecodeProfileConfig {
         Self {
             beam_size: 5,
             best_of: 5,
+            encoder_window_sec: 30.0,
             ..Self::realtime()
         }
     }
@@ -256,6 +264,11 @@ impl ModelFile {
                 p.audio_ctx == 0 || (64..=1500).contains(&p.audio_ctx),
                 &key("audio_ctx"),
                 "must be 0 (full window) or 64..=1500",
+            );
+            c.check(
+                (10.0..=30.0).contains(&p.encoder_window_sec),
+                &key("encoder_window_sec"),
+                "must be in 10..=30 seconds (30 = the full window)",
             );
         }
         c.finish()

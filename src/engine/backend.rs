@@ -23,10 +23,16 @@ pub(crate) trait LoadedModel: Send + Sync {
 /// One worker's view of the model; used from one thread only.
 pub(crate) trait Decoder {
     /// Takes the clip that the following calls work on (16 kHz mono, at
-    /// least one second). CTranslate2 encodes it here, once, for detection
-    /// and every retry; whisper.cpp only keeps it (its encoder window is a
-    /// decode parameter).
-    fn prepare(&mut self, audio: &[f32], cancel: &CancellationToken) -> Result<(), EngineError>;
+    /// least one second), for attempts with encoder window `audio_ctx`
+    /// (see [`Attempt::audio_ctx`]). CTranslate2 encodes it here, once, for
+    /// detection and every attempt with that window; whisper.cpp only keeps
+    /// it (its window is a decode parameter).
+    fn prepare(
+        &mut self,
+        audio: &[f32],
+        audio_ctx: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError>;
 
     /// Language codes (`de`) of the prepared clip with their probabilities,
     /// most probable first. Only called on multilingual models.
@@ -49,8 +55,9 @@ pub(crate) struct Attempt<'a> {
     pub task: Task,
     /// Sampling temperature (0 = greedy or beam search as the profile says).
     pub temperature: f32,
-    /// Encoder window in mel frames, 0 = the full 30 s. Only whisper.cpp
-    /// can shrink it; CTranslate2 always encodes the full window.
+    /// Encoder window in encoder positions (50 per second), 0 = the full
+    /// 30 s. CTranslate2 takes it at `prepare`, which must have been given
+    /// the same value.
     pub audio_ctx: usize,
     /// Samples of real audio in the clip (before padding), for segment
     /// times.

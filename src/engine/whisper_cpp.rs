@@ -79,7 +79,12 @@ struct WhisperDecoder {
 }
 
 impl Decoder for WhisperDecoder {
-    fn prepare(&mut self, audio: &[f32], _cancel: &CancellationToken) -> Result<(), EngineError> {
+    fn prepare(
+        &mut self,
+        audio: &[f32],
+        _audio_ctx: usize,
+        _cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
         self.audio.clear();
         self.audio.extend_from_slice(audio);
         Ok(())

@@ -78,7 +78,8 @@ impl Worker {
         } else {
             &job.audio
         };
-        self.decoder.prepare(audio, &job.cancel)?;
+        let audio_ctx = self.window(p, priority, job.audio.len());
+        self.decoder.prepare(audio, audio_ctx, &job.cancel)?;
         if job.cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -90,16 +91,6 @@ impl Worker {
             return Err(EngineError::Cancelled);
         }
 
-        let audio_ctx = match (p.audio_ctx, priority) {
-            // Only whisper.cpp can shrink its window.
-            _ if self.kind == EngineKind::CTranslate2 => 0,
-            (Some(n), _) => n,
-            // Finals decode with the full window: fitted windows made
-            // tiny.en repeat sentences on recorded speech (512 frames on a
-            // 7.6 s phone prompt), so a final gets the one window shown safe.
-            (None, Priority::Final) => 0,
-            (None, Priority::Partial) => partial_window(p, job.audio.len()),
-        };
         let mut attempt = Attempt {
             profile: &p.profile,
             language: &language,
@@ -122,15 +113,15 @@ impl Worker {
                 "a guard rejected a decode; retrying once"
             );
             // One retry, the way Whisper recovers from a loop: the full
-            // window when whisper.cpp used a fitted one, else a warmer
-            // sample.
-            if attempt.audio_ctx > 0 {
-                attempt.audio_ctx = 0;
-            } else {
-                attempt.temperature = (attempt.temperature + TEMPERATURE_STEP).min(1.0);
-            }
+            // window when a shorter one was used, else a warmer sample.
             if job.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
+            }
+            if attempt.audio_ctx > 0 {
+                attempt.audio_ctx = 0;
+                self.decoder.prepare(audio, 0, &job.cancel)?;
+            } else {
+                attempt.temperature = (attempt.temperature + TEMPERATURE_STEP).min(1.0);
             }
             hypothesis = self.decoder.decode(&attempt, &job.cancel)?;
             if let Some(reason) = self.judge(&hypothesis, p, job.audio.len()) {
@@ -159,6 +150,23 @@ impl Worker {
             engine: Some(self.kind),
             ..Transcript::default()
         })
+    }
+
+    /// The encoder window of a clip (encoder positions, 0 = 30 s): asked
+    /// for explicitly (benches, `--audio-ctx`), else CTranslate2 encodes
+    /// the profile's window stretched to the clip, and whisper.cpp fits
+    /// partials only. Its finals decode with the full window: fitted
+    /// windows made tiny.en repeat sentences on recorded speech (512
+    /// positions on a 7.6 s phone prompt).
+    fn window(&self, p: &DecodeParams, priority: Priority, samples: usize) -> usize {
+        match (p.audio_ctx, self.kind, priority) {
+            (Some(n), _, _) => n,
+            (None, EngineKind::CTranslate2, _) => {
+                stretched_window(p.profile.encoder_window_sec, samples)
+            }
+            (None, EngineKind::WhisperCpp, Priority::Final) => 0,
+            (None, EngineKind::WhisperCpp, Priority::Partial) => partial_window(p, samples),
+        }
     }
 
     fn judge(
@@ -275,6 +283,19 @@ fn partial_window(p: &DecodeParams, samples: usize) -> usize {
     }
 }
 
+/// Encoder positions of a window of `window_sec`, or of the clip plus a
+/// 2 s margin when that is longer; 0 (the full window) when either
+/// reaches 30 s.
+fn stretched_window(window_sec: f32, samples: usize) -> usize {
+    const FULL: usize = 1500;
+    let wanted = (f64::from(window_sec) * 50.0).ceil() as usize;
+    let fit = samples.div_ceil(320) + 100;
+    match wanted.max(fit) {
+        n if n >= FULL => 0,
+        n => n,
+    }
+}
+
 /// `model.languages`: the allowed language whose detection probability,
 /// times its weight, is highest; its probability is reported relative to
 /// the allowed languages only. `None` when no candidate was scored.
@@ -333,6 +354,15 @@ mod tests {
         assert_eq!(code, "de");
         assert!((p - 0.6).abs() < 1e-6, "{p}");
         assert_eq!(choose_candidate(&[("xx".into(), 1)], &probs), None);
+    }
+
+    #[test]
+    fn ctranslate2_windows_stretch_to_the_clip() {
+        assert_eq!(stretched_window(20.0, 4 * 16_000), 1000);
+        // 19 s of audio + 2 s margin = 21 s.
+        assert_eq!(stretched_window(20.0, 19 * 16_000), 1050);
+        assert_eq!(stretched_window(20.0, 29 * 16_000), 0);
+        assert_eq!(stretched_window(30.0, 4 * 16_000), 0);
     }
 
     #[test]

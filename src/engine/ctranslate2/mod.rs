@@ -283,12 +283,26 @@ impl Ct2Decoder {
 }
 
 impl Decoder for Ct2Decoder {
-    fn prepare(&mut self, audio: &[f32], cancel: &CancellationToken) -> Result<(), EngineError> {
+    fn prepare(
+        &mut self,
+        audio: &[f32],
+        audio_ctx: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
         self.encoded.clear();
         let started = std::time::Instant::now();
-        let (windows, features) = self.mel.windows(audio);
+        let (windows, mut features) = self.mel.windows(audio);
+        let mut frames = WINDOW_FRAMES;
+        // Never shorter than the audio: a window only drops padding.
+        let wanted = (2 * audio_ctx).max((audio.len() / 160 + 1).next_multiple_of(2));
+        if windows == 1 && audio_ctx > 0 && wanted < WINDOW_FRAMES {
+            // A shorter window is the full one's first columns: the same
+            // zero padding after the audio, only less of it.
+            frames = wanted;
+            features = shorten_window(&features, self.mel.n_mels(), frames);
+        }
         let mel_done = started.elapsed();
-        let per_window = self.mel.n_mels() * WINDOW_FRAMES;
+        let per_window = self.mel.n_mels() * frames;
         for (g, group) in features.chunks(MAX_BATCH * per_window).enumerate() {
             if g > 0 && cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
@@ -296,15 +310,15 @@ impl Decoder for Ct2Decoder {
             let batch = group.len() / per_window;
             let mut out = std::ptr::null_mut();
             let mut err = std::ptr::null_mut();
-            // SAFETY: `group` holds batch × n_mels × WINDOW_FRAMES floats;
-            // the replica belongs to this thread.
+            // SAFETY: `group` holds batch × n_mels × frames floats; the
+            // replica belongs to this thread.
             let rc = unsafe {
                 ffi::stt_ct2_encode(
                     self.replica.0,
                     group.as_ptr(),
                     batch,
                     self.mel.n_mels(),
-                    WINDOW_FRAMES,
+                    frames,
                     &mut out,
                     &mut err,
                 )
@@ -322,6 +336,7 @@ impl Decoder for Ct2Decoder {
             mel_ms = mel_done.as_secs_f64() * 1e3,
             encode_ms = (started.elapsed() - mel_done).as_secs_f64() * 1e3,
             windows,
+            frames,
             "prepared a clip"
         );
         Ok(())
@@ -431,6 +446,16 @@ impl Decoder for Ct2Decoder {
         );
         Ok(self.hypothesis(&windows, attempt, prof.length_penalty))
     }
+}
+
+/// The first `frames` columns of one `n_mels × WINDOW_FRAMES` window.
+fn shorten_window(features: &[f32], n_mels: usize, frames: usize) -> Vec<f32> {
+    features
+        .chunks(WINDOW_FRAMES)
+        .take(n_mels)
+        .flat_map(|row| &row[..frames.min(row.len())])
+        .copied()
+        .collect()
 }
 
 /// One window's generated tokens, copied out of the shim's buffers.
