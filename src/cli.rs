@@ -209,6 +209,64 @@ pub struct BenchArgs {
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json_summary: Option<PathBuf>,
+    /// Capacity sweep: play conversations from DIR (WAVs of one utterance
+    /// each, joined with pauses; or conversations with NAME.json sidecars
+    /// from scripts/devset.py concat) as N real-time streams per level, and
+    /// report end of utterance → final, CPU and RSS per level and the
+    /// largest N that keeps up.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["channels", "iterations", "warmup_iterations", "ramp_steps", "audio", "realtime", "log_sessions", "session_log_path"])]
+    pub conversations: Option<PathBuf>,
+    /// Capacity sweep: stream counts to try.
+    #[arg(
+        long,
+        value_name = "N,N,…",
+        value_delimiter = ',',
+        default_value = "1,2,4,6,8,10,12",
+        requires = "conversations"
+    )]
+    pub levels: Vec<usize>,
+    /// Capacity sweep: seconds between two streams' starts (0 = all together).
+    #[arg(
+        long,
+        value_name = "SEC",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        requires = "conversations"
+    )]
+    pub stagger_sec: f64,
+    /// Capacity sweep: a level passes with p95 end of utterance → final at most this.
+    #[arg(
+        long,
+        value_name = "SEC",
+        default_value_t = 1.5,
+        allow_negative_numbers = true,
+        requires = "conversations"
+    )]
+    pub max_p95_sec: f64,
+    /// Capacity sweep, single-utterance WAVs: utterances joined into one stream.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        requires = "conversations"
+    )]
+    pub utterances_per_stream: usize,
+    /// Capacity sweep, single-utterance WAVs: silence between two utterances.
+    #[arg(
+        long,
+        value_name = "SEC",
+        default_value_t = 1.0,
+        allow_negative_numbers = true,
+        requires = "conversations"
+    )]
+    pub gap_sec: f64,
+    /// Capacity sweep: the server's /system, for its CPU and RSS.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8000/system"
+    )]
+    pub system_url: String,
 }
 
 /// How session logs are written.

@@ -4,6 +4,8 @@
 //! client ([`crate::client::stream_audio`]); this module only schedules and
 //! counts.
 //!
+//! - [`capacity`] and [`conversation`]: the `--conversations` capacity
+//!   sweep and its per-utterance latency.
 //! - [`plan`]: flags → a validated [`plan::BenchPlan`], audio read once.
 //! - [`runner`]: channel tasks, ramp, warm-ups, progress bars.
 //! - [`record`]: one session as a log row, and the column definitions.
@@ -11,6 +13,8 @@
 //! - [`stats`]: percentiles, RTF, throughput.
 //! - [`summary`]: the end-of-run table and its JSON.
 
+pub mod capacity;
+pub mod conversation;
 pub mod log;
 pub mod plan;
 pub mod record;
@@ -47,7 +51,45 @@ pub struct SessionsFailed {
 /// Runs `stt bench`: returns the summary, or an error when the bench could
 /// not run, was interrupted, or any measured session failed (the logs and
 /// summary are written first in the last two cases).
-pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.conversations.is_some() {
+        return run_capacity(args).await;
+    }
+    run_sessions(args).await.map(|_| ())
+}
+
+/// The capacity sweep (`--conversations`).
+async fn run_capacity(args: BenchArgs) -> anyhow::Result<()> {
+    let yaml = load_client_file(&args.session)?;
+    let chunk_ms = crate::client::session::check_chunk_ms(
+        args.chunk_ms
+            .or(yaml.chunk_ms)
+            .unwrap_or(plan::DEFAULT_CHUNK_MS),
+    )?;
+    let plan = capacity::CapacityPlan::resolve(&args, chunk_ms)?;
+    let dir = args.conversations.clone().unwrap_or_default();
+    let convs: Arc<[conversation::Conversation]> = conversation::load(&dir, plan.joining)?.into();
+    let base = SessionSettings::resolve(&args.session, &yaml, "capacity", None)?;
+    client::connect(&base.server).await?;
+    let stop = CancellationToken::new();
+    client::stop_on_ctrl_c(stop.clone());
+    let report = capacity::run(&plan, &base, convs, stop).await?;
+    io::stdout()
+        .lock()
+        .write_all(report.table().as_bytes())
+        .context("writing the table to stdout")?;
+    if let Some(path) = &args.json_summary {
+        write_file(path, |w| {
+            serde_json::to_writer_pretty(&mut *w, &report)?;
+            writeln!(w)
+        })
+        .with_context(|| format!("writing the JSON summary {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The session bench: channels × iterations of one clip or a directory.
+pub async fn run_sessions(args: BenchArgs) -> anyhow::Result<Summary> {
     let yaml = load_client_file(&args.session)?;
     let plan = BenchPlan::resolve(&args, &yaml)?;
     let base = SessionSettings::resolve(&args.session, &yaml, "bench", None)?;

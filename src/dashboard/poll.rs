@@ -57,6 +57,13 @@ impl Poller {
         }
     }
 
+    /// `/system` alone (the capacity bench's CPU and RSS).
+    pub async fn system(&self) -> Result<super::state::System, String> {
+        self.get(&self.system_url)
+            .await
+            .and_then(|b| parse_system(&b))
+    }
+
     /// Polls every `every` until the receiver goes away. A poll that overruns
     /// delays the next rather than bunching them up.
     pub async fn run(self, every: Duration, tx: mpsc::Sender<Poll>) {
