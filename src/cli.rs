@@ -225,6 +225,15 @@ pub struct BenchArgs {
         requires = "conversations"
     )]
     pub levels: Vec<usize>,
+    /// Capacity sweep: rounds per level, each giving the streams other
+    /// conversations (more utterances, steadier percentiles).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "conversations"
+    )]
+    pub rounds: usize,
     /// Capacity sweep: seconds between two streams' starts (0 = all together).
     #[arg(
         long,

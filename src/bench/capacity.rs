@@ -34,6 +34,8 @@ pub struct CapacityPlan {
     pub levels: Vec<usize>,
     /// Delay between two streams' starts within a level.
     pub stagger: Duration,
+    /// Rounds per level; round r gives stream i conversation i + r·N.
+    pub rounds: usize,
     pub chunk_ms: u64,
     /// A level passes with p95 end of utterance → final at most this.
     pub max_p95_sec: f64,
@@ -63,6 +65,9 @@ impl CapacityPlan {
         let stagger = check("--stagger-sec", args.stagger_sec, 600.0)?;
         let gap = check("--gap-sec", args.gap_sec, 60.0)?;
         let max_p95_sec = check("--max-p95-sec", args.max_p95_sec, 3600.0)?;
+        if args.rounds == 0 {
+            return Err(UsageError("--rounds must be at least 1".into()));
+        }
         if args.utterances_per_stream == 0 {
             return Err(UsageError(
                 "--utterances-per-stream must be at least 1".into(),
@@ -71,6 +76,7 @@ impl CapacityPlan {
         Ok(Self {
             levels,
             stagger: Duration::from_secs_f64(stagger),
+            rounds: args.rounds,
             chunk_ms,
             max_p95_sec,
             joining: Joining {
@@ -209,19 +215,47 @@ async fn run_level(
     poller: &Poller,
     stop: &CancellationToken,
 ) -> Level {
+    let mut done = Vec::with_capacity(n * plan.rounds);
+    let (mut cpu, mut rss) = (Vec::new(), None);
+    for round in 0..plan.rounds {
+        if stop.is_cancelled() {
+            break;
+        }
+        let label = format!("level {index}/{of}, round {}/{}", round + 1, plan.rounds);
+        let mut r = run_round(plan, base, convs, n, round, &label, poller, stop).await;
+        done.append(&mut r.0);
+        cpu.append(&mut r.1);
+        rss = rss.max(r.2);
+    }
+    summarise(plan, n, done, &cpu, rss)
+}
+
+/// One round of a level: `n` streams, then their results, CPU samples and
+/// the largest RSS seen.
+#[allow(clippy::too_many_arguments)]
+async fn run_round(
+    plan: &CapacityPlan,
+    base: &SessionSettings,
+    convs: &Arc<[Conversation]>,
+    n: usize,
+    round: usize,
+    label: &str,
+    poller: &Poller,
+    stop: &CancellationToken,
+) -> (Vec<StreamDone>, Vec<f64>, Option<u64>) {
+    let pick = |i: usize| &convs[(i + round * n) % convs.len()];
     let longest = (0..n)
         .map(|i| {
-            let c = &convs[i % convs.len()];
-            crate::audio::seconds(c.samples.len()) + plan.stagger.as_secs_f64() * i as f64
+            crate::audio::seconds(pick(i).samples.len()) + plan.stagger.as_secs_f64() * i as f64
         })
         .fold(0.0, f64::max);
-    let bar = progress_bar(index, of, n, longest);
+    let bar = progress_bar(label, n, longest);
     let finals = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
     for i in 0..n {
-        let conv = convs[i % convs.len()].clone();
+        let conv = pick(i).clone();
         let mut session = base.clone();
-        session.session_id = format!("{}-n{n}-s{i}", base.session_id);
+        session.session_id = format!("{}-n{n}-r{round}-s{i}", base.session_id);
         let opts = StreamOptions {
             session,
             audio: conv.samples.clone(),
@@ -280,7 +314,7 @@ async fn run_level(
         }
     }
     bar.finish_and_clear();
-    summarise(plan, n, done, &cpu, rss_max)
+    (done, cpu, rss_max)
 }
 
 fn stream_done(
@@ -372,14 +406,13 @@ fn summarise(
     }
 }
 
-fn progress_bar(index: usize, of: usize, n: usize, seconds: f64) -> ProgressBar {
+fn progress_bar(label: &str, n: usize, seconds: f64) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some((seconds * 1000.0) as u64),
         ProgressDrawTarget::stderr(),
     );
-    let template = format!(
-        "level {index}/{of}: {n} streams {{bar:30}} {{elapsed_precise}} of ~{seconds:.0} s {{msg}}"
-    );
+    let template =
+        format!("{label}: {n} streams {{bar:30}} {{elapsed_precise}} of ~{seconds:.0} s {{msg}}");
     bar.set_style(
         ProgressStyle::with_template(&template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -472,6 +505,7 @@ mod tests {
         CapacityPlan {
             levels: vec![1, 2],
             stagger: Duration::ZERO,
+            rounds: 1,
             chunk_ms: 100,
             max_p95_sec: 1.5,
             joining: Joining {

@@ -59,7 +59,7 @@ impl Default for ServerSection {
         Self {
             host: "0.0.0.0".into(),
             port: 50051,
-            max_sessions: 4,
+            max_sessions: 0,
             metrics_port: 8000,
             decode_timeout_sec: 30.0,
             log_metrics: false,
@@ -210,16 +210,23 @@ pub fn is_log_level(level: &str) -> bool {
     LEVELS.contains(&level.to_ascii_uppercase().as_str())
 }
 
+/// Real-time conversation streams one core holds with p95 end of
+/// utterance → final within 1.5 s: `stt bench --conversations` measured 10–12
+/// on two cores with tiny.en (README, Capacity). Larger models hold fewer.
+pub const STREAMS_PER_CORE: usize = 5;
+
+/// `server.max_sessions: 0`: the measured capacity of this machine's cores,
+/// so a session beyond it is refused (ERR1008) before it slows the others.
+pub fn auto_max_sessions() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores * STREAMS_PER_CORE
+}
+
 impl ServerFile {
     /// Checks values serde cannot (ranges, consistency).
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut c = Checker::new(path);
         let s = &self.server;
-        c.check(
-            s.max_sessions >= 1,
-            "server.max_sessions",
-            "must be at least 1",
-        );
         c.check(
             s.session_timeout_sec > 0.0,
             "server.session_timeout_sec",
@@ -365,7 +372,7 @@ mod tests {
     fn the_original_sample_parses() {
         let original = "server:\n  port: 50051\n  max_buffer_bytes: null\nstorage:\n  max_bytes: null\nlogging:\n  level: \"INFO\"\n  faster_whisper_level: null\n";
         let f: ServerFile = parse_yaml(original, Path::new("s.yaml")).unwrap();
-        assert_eq!(f.server.max_sessions, 4);
+        assert_eq!(f.server.max_sessions, 0, "auto");
     }
 
     #[test]

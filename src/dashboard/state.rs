@@ -12,116 +12,12 @@ pub const HISTORY: usize = 240;
 
 // === /metrics.json ===
 
-/// `/metrics.json`. Every field but `active_sessions` may be missing (an
-/// older or newer server); `active_sessions` is required so that some other
-/// JSON at the URL is reported as such instead of showing zeros.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Metrics {
-    pub active_sessions: u64,
-    #[serde(default)]
-    pub streaming_sessions: Option<u64>,
-    /// Present only with `metrics.expose_api_key_sessions`.
-    #[serde(default)]
-    pub active_sessions_by_api_key: Option<BTreeMap<String, u64>>,
-    #[serde(default)]
-    pub sessions_started_total: u64,
-    #[serde(default)]
-    pub sessions_ended_total: u64,
-    #[serde(default)]
-    pub client_disconnects_total: u64,
-    #[serde(default)]
-    pub sessions_ended_by_reason: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub decode: Decode,
-    /// Inference seconds per audio second, over the server's life.
-    #[serde(default)]
-    pub rtf: Option<f64>,
-    #[serde(default)]
-    pub audio_sec_total: f64,
-    #[serde(default)]
-    pub latency: Latency,
-    #[serde(default)]
-    pub vad: Vad,
-    #[serde(default)]
-    pub results: Results,
-    #[serde(default)]
-    pub errors: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub models: Vec<Model>,
-    #[serde(default)]
-    pub capture: Option<Capture>,
-    #[serde(default)]
-    pub buffer_bytes: u64,
-}
-
-/// `decode`: cumulative phase totals (ended sessions) and the live queue.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Decode {
-    pub count: u64,
-    pub buffer_wait_sec_total: f64,
-    pub queue_wait_sec_total: f64,
-    pub inference_sec_total: f64,
-    pub response_emit_sec_total: f64,
-    pub total_sec_total: f64,
-    pub mean_inference_sec: Option<f64>,
-    pub pending: u64,
-    pub workers_busy: u64,
-    pub partials_dropped_total: u64,
-    pub finals_queue_timeouts_total: u64,
-}
-
-/// `latency`: quantiles over the server's recent decodes, per kind.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Latency {
-    pub window_decodes: Option<u64>,
-    pub partial: Recent,
-    #[serde(rename = "final")]
-    pub final_: Recent,
-}
-
-/// One kind's recent-decode statistics: the server's own type, read back.
+/// `/metrics.json` is the server's own snapshot type, read back: what the
+/// server writes and what the dashboard reads cannot drift apart.
 pub use crate::server::metrics::RecentStats as Recent;
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Vad {
-    pub utterances_total: u64,
-    pub active_utterances: u64,
-    pub quiet_utterances_total: u64,
-    pub pool_in_use: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Results {
-    pub partials_total: u64,
-    pub finals_total: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Model {
-    pub id: String,
-    pub status: String,
-    pub default: bool,
-    pub sessions: u64,
-    pub workers: Option<u64>,
-    pub threads: Option<u64>,
-    pub multilingual: Option<bool>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Capture {
-    pub open_files: u64,
-    pub files_total: u64,
-    pub bytes_total: u64,
-    pub dropped_chunks_total: u64,
-    pub write_errors_total: u64,
-}
+pub use crate::server::snapshot::{
+    Capture, Decode, Latency, MetricsSnapshot as Metrics, Model, Results, Vad,
+};
 
 // === /system ===
 

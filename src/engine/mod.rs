@@ -21,6 +21,7 @@ pub mod guard;
 mod model;
 mod params;
 mod pool;
+mod queue;
 pub mod whisper_cpp;
 mod worker;
 
@@ -108,6 +109,8 @@ pub enum EngineError {
     QueueFull { capacity: usize },
     #[error("decode was cancelled")]
     Cancelled,
+    #[error("the partial was still queued when the next one was due")]
+    Late,
     #[error("language {language:?} cannot be used with this model: {reason}")]
     Language { language: String, reason: String },
     #[error("decode failed: {0}")]
@@ -130,6 +133,9 @@ pub struct DecodeJob {
     pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
     /// When the job was queued, for queue-wait accounting.
     pub enqueued: Instant,
+    /// Finals go earliest deadline first; a partial still queued past its
+    /// deadline is dropped as stale. Now, unless set.
+    pub deadline: Instant,
 }
 
 impl DecodeJob {
@@ -140,13 +146,15 @@ impl DecodeJob {
         cancel: CancellationToken,
     ) -> (Self, oneshot::Receiver<Result<Transcript, EngineError>>) {
         let (reply, rx) = oneshot::channel();
+        let now = Instant::now();
         (
             Self {
                 audio,
                 params,
                 cancel,
                 reply,
-                enqueued: Instant::now(),
+                enqueued: now,
+                deadline: now,
             },
             rx,
         )

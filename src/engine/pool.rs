@@ -3,17 +3,17 @@
 //! kind picks the [`LoadedModel`] and everything else is shared.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender, TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::LoadedModel;
 use super::gate::CpuGate;
 use super::guard::GuardCounts;
+use super::queue::JobQueue;
 use super::worker::Worker;
 use super::{DecodeJob, DecodeParams, EngineError, EngineKind, ModelSource, Transcript};
 
@@ -33,7 +33,7 @@ pub struct EngineConfig {
     /// quantises the weights to it at load (`default` = int8 on CPU, the
     /// fastest measured). whisper.cpp uses the ggml file's own precision.
     pub compute_type: String,
-    /// Capacity of each job queue (finals, partials).
+    /// Capacity of each class of the job queue (finals, partials).
     pub queue_capacity: usize,
     /// Use the GPU backend when built with one.
     pub use_gpu: bool,
@@ -70,7 +70,8 @@ pub fn default_threads(workers: usize) -> usize {
     (cores / workers.max(1)).max(1)
 }
 
-/// Which queue a job goes to. Workers always take finals first.
+/// A job's class. Workers always take finals first, and a final arriving
+/// while every worker is busy preempts a running partial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Final,
@@ -88,16 +89,33 @@ struct Inner {
     multilingual: bool,
     workers: usize,
     threads: usize,
-    queue_capacity: usize,
-    /// The two bounded queues (finals, partials); `None` once shut down, which
-    /// disconnects the workers so they exit.
-    queues: RwLock<Option<(Sender<DecodeJob>, Sender<DecodeJob>)>>,
+    queue: Arc<JobQueue>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// Jobs being decoded right now.
     busy: Arc<AtomicUsize>,
+    /// What each worker runs now, so a final can preempt a partial.
+    running: Running,
+    partials_preempted: AtomicU64,
     gate: CpuGate,
     guards: GuardCounts,
 }
+
+/// The running partial a new final should cancel: none while a worker is
+/// free (the final will get it), else the first partial not already
+/// cancelled.
+fn preemptee(running: &[Option<(Priority, CancellationToken)>]) -> Option<&CancellationToken> {
+    if running.iter().any(Option::is_none) {
+        return None;
+    }
+    running
+        .iter()
+        .flatten()
+        .find(|(p, cancel)| *p == Priority::Partial && !cancel.is_cancelled())
+        .map(|(_, cancel)| cancel)
+}
+
+/// Per worker: the class and cancel token of the job it decodes, if any.
+pub(super) type Running = Arc<Mutex<Vec<Option<(Priority, CancellationToken)>>>>;
 
 impl Engine {
     /// Loads the model and starts the workers. Blocking (seconds for large
@@ -119,8 +137,8 @@ impl Engine {
 
         let workers = cfg.workers.max(1);
         let threads = cfg.threads.max(1);
-        let (final_tx, final_rx) = bounded(cfg.queue_capacity.max(1));
-        let (partial_tx, partial_rx) = bounded(cfg.queue_capacity.max(1));
+        let queue = Arc::new(JobQueue::new(cfg.queue_capacity));
+        let running: Running = Arc::new(Mutex::new(vec![None; workers]));
         let busy = Arc::new(AtomicUsize::new(0));
         let gate = cfg.gate.clone().unwrap_or_else(|| CpuGate::new(workers));
         let guards = cfg.guards.clone().unwrap_or_default();
@@ -130,7 +148,7 @@ impl Engine {
             // keeps its thread count per thread); the worker says when it
             // is ready or why it could not start.
             let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-            let (f, p) = (final_rx.clone(), partial_rx.clone());
+            let (jobs, running) = (queue.clone(), running.clone());
             let (model, busy, gate, guards) =
                 (model.clone(), busy.clone(), gate.clone(), guards.clone());
             let handle = std::thread::Builder::new()
@@ -145,22 +163,24 @@ impl Engine {
                     };
                     let _ = ready_tx.send(Ok(()));
                     let worker = Worker {
+                        index: i,
                         decoder,
                         kind: model.kind(),
                         multilingual,
                         busy,
+                        running,
                         gate,
                         guards,
                     };
-                    worker.run(f, p);
+                    worker.run(&jobs);
                 })
                 .map_err(|e| load_err(format!("spawning worker {i}: {e}")))?;
             let ready = ready_rx
                 .recv()
                 .unwrap_or_else(|_| Err(load_err(format!("worker {i} stopped while starting"))));
             if let Err(e) = ready {
-                // Let the started workers see closed queues and exit.
-                drop((final_tx, partial_tx));
+                // Let the started workers see the closed queue and exit.
+                queue.close();
                 for h in handles {
                     let _ = h.join();
                 }
@@ -183,10 +203,11 @@ impl Engine {
                 multilingual,
                 workers,
                 threads,
-                queue_capacity: cfg.queue_capacity.max(1),
-                queues: RwLock::new(Some((final_tx, partial_tx))),
+                queue,
                 handles: Mutex::new(handles),
                 busy,
+                running,
+                partials_preempted: AtomicU64::new(0),
                 gate,
                 guards,
             }),
@@ -234,39 +255,28 @@ impl Engine {
         self.inner.busy.load(Ordering::Relaxed)
     }
 
-    /// Jobs waiting in the queues.
+    /// Jobs waiting in the queue.
     pub fn queued(&self) -> usize {
-        match &*self.read_queues() {
-            Some((f, p)) => f.len() + p.len(),
-            None => 0,
-        }
+        let (finals, partials) = self.inner.queue.len();
+        finals + partials
     }
 
-    fn read_queues(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, Option<(Sender<DecodeJob>, Sender<DecodeJob>)>> {
-        // A poisoned lock only means a panic elsewhere while holding it; the
-        // senders inside are still fine to use.
-        self.inner.queues.read().unwrap_or_else(|e| e.into_inner())
+    /// Partials cancelled so that a final could run.
+    pub fn partials_preempted(&self) -> u64 {
+        self.inner.partials_preempted.load(Ordering::Relaxed)
     }
 
     /// Queues a job without waiting: a full queue is an error (the caller
-    /// decides whether to drop a partial or wait for a final).
+    /// decides whether to drop a partial or wait for a final). A final
+    /// that finds every worker busy preempts a running partial, so no
+    /// partial ever holds up a final for longer than its backend takes to
+    /// notice the cancellation.
     pub fn try_submit(&self, job: DecodeJob, priority: Priority) -> Result<(), EngineError> {
-        let guard = self.read_queues();
-        let Some((finals, partials)) = guard.as_ref() else {
-            return Err(EngineError::Stopped);
-        };
-        let tx = match priority {
-            Priority::Final => finals,
-            Priority::Partial => partials,
-        };
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => EngineError::QueueFull {
-                capacity: self.inner.queue_capacity,
-            },
-            TrySendError::Disconnected(_) => EngineError::Stopped,
-        })
+        self.inner.queue.push(job, priority).map_err(|r| r.1)?;
+        if priority == Priority::Final {
+            self.preempt_partial();
+        }
+        Ok(())
     }
 
     /// Queues a job, waiting up to `timeout` for room.
@@ -276,22 +286,22 @@ impl Engine {
         priority: Priority,
         timeout: Duration,
     ) -> Result<(), EngineError> {
-        let tx = {
-            let guard = self.read_queues();
-            let Some((finals, partials)) = guard.as_ref() else {
-                return Err(EngineError::Stopped);
-            };
-            match priority {
-                Priority::Final => finals.clone(),
-                Priority::Partial => partials.clone(),
-            }
-        };
-        tx.send_timeout(job, timeout).map_err(|e| match e {
-            crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::QueueFull {
-                capacity: self.inner.queue_capacity,
-            },
-            crossbeam_channel::SendTimeoutError::Disconnected(_) => EngineError::Stopped,
-        })
+        self.inner.queue.push_timeout(job, priority, timeout)?;
+        if priority == Priority::Final {
+            self.preempt_partial();
+        }
+        Ok(())
+    }
+
+    /// Cancels one running partial when no worker is free for a final.
+    fn preempt_partial(&self) {
+        let running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cancel) = preemptee(&running) {
+            cancel.cancel();
+            self.inner
+                .partials_preempted
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Decodes `audio` as a final and waits for the result (async callers).
@@ -319,13 +329,7 @@ impl Engine {
 
     /// Stops accepting jobs, lets queued ones finish and joins the workers.
     pub fn shutdown(&self) {
-        let taken = self
-            .inner
-            .queues
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        drop(taken);
+        self.inner.queue.close();
         let handles: Vec<_> = self
             .inner
             .handles
@@ -338,5 +342,32 @@ impl Engine {
                 tracing::error!("a decode worker panicked");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_preempts_a_running_partial_only_when_no_worker_is_free() {
+        let p = CancellationToken::new();
+        let f = CancellationToken::new();
+        let idle = vec![Some((Priority::Partial, p.clone())), None];
+        assert!(preemptee(&idle).is_none(), "a free worker takes the final");
+        let full = vec![
+            Some((Priority::Final, f.clone())),
+            Some((Priority::Partial, p.clone())),
+        ];
+        let chosen = preemptee(&full).expect("the partial");
+        chosen.cancel();
+        assert!(p.is_cancelled() && !f.is_cancelled());
+        // Already cancelled: a second final finds nothing more to take.
+        assert!(preemptee(&full).is_none());
+        let finals_only = vec![Some((Priority::Final, f))];
+        assert!(
+            preemptee(&finals_only).is_none(),
+            "finals are never preempted"
+        );
     }
 }

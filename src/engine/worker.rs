@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
-
 use super::backend::{Attempt, Decoder, Hypothesis};
 use super::gate::CpuGate;
 use super::guard::{self, GuardCounts, GuardInput};
 use super::params::only_language;
+use super::pool::Running;
+use super::queue::JobQueue;
 use super::{
     fit_audio_ctx, normalize_language, DecodeJob, DecodeParams, EngineError, EngineKind, Priority,
     Task, Transcript,
@@ -27,19 +27,22 @@ const MIN_SAMPLES: usize = 16_000 + 1_600;
 const TEMPERATURE_STEP: f32 = 0.2;
 
 pub(super) struct Worker {
+    /// This worker's slot in `running`.
+    pub(super) index: usize,
     pub(super) decoder: Box<dyn Decoder>,
     pub(super) kind: EngineKind,
     pub(super) multilingual: bool,
     pub(super) busy: Arc<AtomicUsize>,
+    pub(super) running: Running,
     /// Shared with every engine in the process: decodes running at once.
     pub(super) gate: CpuGate,
     pub(super) guards: GuardCounts,
 }
 
 impl Worker {
-    /// Runs until both queues are disconnected.
-    pub(super) fn run(mut self, finals: Receiver<DecodeJob>, partials: Receiver<DecodeJob>) {
-        while let Some((job, priority)) = next_job(&finals, &partials) {
+    /// Runs until the queue is closed and drained.
+    pub(super) fn run(mut self, queue: &JobQueue) {
+        while let Some((job, priority)) = queue.pop() {
             // The wait for a CPU slot counts as queue wait.
             let Some(_pass) = self
                 .gate
@@ -51,15 +54,24 @@ impl Worker {
             };
             let queue_wait = job.enqueued.elapsed();
             self.busy.fetch_add(1, Ordering::Relaxed);
+            self.set_running(Some((priority, job.cancel.clone())));
             let started = Instant::now();
             let result = self.decode(&job, priority).map(|mut t| {
                 t.queue_wait = queue_wait;
                 t.inference = started.elapsed();
                 t
             });
+            self.set_running(None);
             self.busy.fetch_sub(1, Ordering::Relaxed);
             // The caller may have gone away; that is its business.
             let _ = job.reply.send(result);
+        }
+    }
+
+    fn set_running(&self, now: Option<(Priority, tokio_util::sync::CancellationToken)>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = running.get_mut(self.index) {
+            *slot = now;
         }
     }
 
@@ -314,28 +326,6 @@ fn choose_candidate(
     let mass: f32 = scored.iter().map(|s| s.1).sum();
     let prob = if mass > 0.0 { best.1 / mass } else { 0.0 };
     Some((best.0.to_string(), prob))
-}
-
-/// Next job and its queue, finals first; `None` when the engine has shut
-/// down.
-fn next_job(
-    finals: &Receiver<DecodeJob>,
-    partials: &Receiver<DecodeJob>,
-) -> Option<(DecodeJob, Priority)> {
-    let last = |job: Option<DecodeJob>, p| job.map(|j| (j, p));
-    if let Ok(job) = finals.try_recv() {
-        return Some((job, Priority::Final));
-    }
-    crossbeam_channel::select! {
-        recv(finals) -> job => match job {
-            Ok(j) => Some((j, Priority::Final)),
-            Err(_) => last(partials.recv().ok(), Priority::Partial),
-        },
-        recv(partials) -> job => match job {
-            Ok(j) => Some((j, Priority::Partial)),
-            Err(_) => last(finals.recv().ok(), Priority::Final),
-        },
-    }
 }
 
 #[cfg(test)]

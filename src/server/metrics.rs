@@ -46,6 +46,73 @@ pub struct StageLabels {
     pub kind: &'static str,
 }
 
+/// What a caller waits for, measured on the server from when the audio
+/// concerned arrived to when the result was handed to the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamLatency {
+    /// The utterance's last sample (the VAD's end, padding included) →
+    /// its final.
+    EndOfUtteranceToFinal,
+    /// The client's flush (is_final chunk or closed stream) → the final
+    /// of the utterance it closed.
+    FlushToFinal,
+    /// The utterance's first sample → its first partial.
+    FirstPartial,
+}
+
+impl StreamLatency {
+    pub const ALL: [Self; 3] = [
+        Self::EndOfUtteranceToFinal,
+        Self::FlushToFinal,
+        Self::FirstPartial,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EndOfUtteranceToFinal => "end_of_utterance_to_final",
+            Self::FlushToFinal => "flush_to_final",
+            Self::FirstPartial => "first_partial",
+        }
+    }
+}
+
+/// Labels of the stream latency histogram.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MeasureLabels {
+    pub measure: &'static str,
+}
+
+/// Percentiles of recent values of one measure, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50_sec: f64,
+    pub p95_sec: f64,
+    pub p99_sec: f64,
+    pub max_sec: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `values` (any order).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let q = |q: f64| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Self {
+            count: n,
+            p50_sec: q(0.5),
+            p95_sec: q(0.95),
+            p99_sec: q(0.99),
+            max_sec: v[n - 1],
+        }
+    }
+}
+
 /// Labels of the real-time-factor histogram.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct KindLabels {
@@ -79,6 +146,10 @@ pub struct ServerMetrics {
     /// The last [`RECENT_DECODES`] decodes, for live quantiles in
     /// `/metrics.json` (the dashboard) and the `--log-metrics` line.
     recent: Mutex<VecDeque<RecentDecode>>,
+    /// What callers wait for, by measure.
+    pub stream_latency: Family<MeasureLabels, Histogram, fn() -> Histogram>,
+    /// The last [`RECENT_DECODES`] values of each measure.
+    recent_latency: Mutex<HashMap<StreamLatency, VecDeque<f64>>>,
 }
 
 /// How many decodes the live quantiles look back over.
@@ -106,6 +177,9 @@ pub struct RecentStats {
     pub inference_mean_sec: f64,
     pub queue_wait_mean_sec: f64,
     pub rtf_mean: Option<f64>,
+    pub queue_wait_p95_sec: f64,
+    pub inference_p50_sec: f64,
+    pub inference_p95_sec: f64,
 }
 
 impl RecentStats {
@@ -130,6 +204,9 @@ impl RecentStats {
             inference_mean_sec: mean(|d| d.inference_sec),
             queue_wait_mean_sec: mean(|d| d.queue_wait_sec),
             rtf_mean: (!rtfs.is_empty()).then(|| rtfs.iter().sum::<f64>() / rtfs.len() as f64),
+            queue_wait_p95_sec: Percentiles::of(decodes.iter().map(|d| d.queue_wait_sec)).p95_sec,
+            inference_p50_sec: Percentiles::of(decodes.iter().map(|d| d.inference_sec)).p50_sec,
+            inference_p95_sec: Percentiles::of(decodes.iter().map(|d| d.inference_sec)).p95_sec,
         }
     }
 }
@@ -146,6 +223,8 @@ impl Default for ServerMetrics {
             decode_seconds: Family::new_with_constructor(latency_histogram),
             decode_rtf: Family::new_with_constructor(rtf_histogram),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_DECODES)),
+            stream_latency: Family::new_with_constructor(latency_histogram),
+            recent_latency: Mutex::default(),
         }
     }
 }
@@ -187,6 +266,34 @@ impl ServerMetrics {
             queue_wait_sec: phases.queue_wait.as_secs_f64(),
             rtf,
         });
+    }
+
+    /// One wait a caller saw (see [`StreamLatency`]).
+    pub fn record_latency(&self, which: StreamLatency, waited: Duration) {
+        let secs = waited.as_secs_f64();
+        self.stream_latency
+            .get_or_create(&MeasureLabels {
+                measure: which.as_str(),
+            })
+            .observe(secs);
+        let mut recent = self
+            .recent_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let values = recent.entry(which).or_default();
+        if values.len() == RECENT_DECODES {
+            values.pop_front();
+        }
+        values.push_back(secs);
+    }
+
+    /// Percentiles over the recent values of `which`.
+    pub fn latency(&self, which: StreamLatency) -> Percentiles {
+        let recent = self
+            .recent_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Percentiles::of(recent.get(&which).into_iter().flatten().copied())
     }
 
     /// Quantiles over the recent decodes of `kind`.
@@ -296,6 +403,24 @@ mod tests {
         assert_eq!(s.total_max_sec, 20.0);
         assert_eq!(s.inference_mean_sec, 5.25);
         assert_eq!(RecentStats::of(&[]), RecentStats::default());
+    }
+
+    #[test]
+    fn stream_latencies_keep_recent_percentiles() {
+        let m = ServerMetrics::default();
+        for ms in 1..=100 {
+            m.record_latency(
+                StreamLatency::EndOfUtteranceToFinal,
+                Duration::from_millis(ms * 10),
+            );
+        }
+        let p = m.latency(StreamLatency::EndOfUtteranceToFinal);
+        assert_eq!(p.count, 100);
+        assert!((p.p50_sec - 0.5).abs() < 1e-9 && (p.p95_sec - 0.95).abs() < 1e-9);
+        assert_eq!(
+            m.latency(StreamLatency::FirstPartial),
+            Percentiles::default()
+        );
     }
 
     #[test]

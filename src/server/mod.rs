@@ -9,6 +9,7 @@
 //! [`crate::engine`]. Only
 //! transport imports tonic types.
 
+pub mod cadence;
 pub mod capture;
 pub mod grpc;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod session;
 pub mod settings;
+pub mod snapshot;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,8 +58,11 @@ pub struct BoundServer {
 
 impl BoundServer {
     /// Loads the model and the VAD, then binds the gRPC listener.
-    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn bind(mut settings: Settings) -> anyhow::Result<Self> {
         let started = Instant::now();
+        if settings.server.server.max_sessions == 0 {
+            settings.server.server.max_sessions = crate::config::server::auto_max_sessions();
+        }
         let s = &settings.server.server;
         let workers = settings.model.model.pool_size.max(1);
         let threads = match settings.model.model.threads {
@@ -172,6 +177,7 @@ impl BoundServer {
             model = %settings.model_path.display(),
             workers,
             threads,
+            max_sessions = s.max_sessions,
             ready_ms = started.elapsed().as_millis() as u64,
             "server bound"
         );
@@ -263,6 +269,11 @@ impl BoundServer {
             serving.clone(),
             self.models.clone(),
             self.decode_health.clone(),
+            closing.clone(),
+        ));
+        tokio::spawn(feed_cadence(
+            self.deps.scheduler.clone(),
+            self.models.clone(),
             closing.clone(),
         ));
         let grpc_stop = CancellationToken::new();
@@ -400,32 +411,51 @@ fn log_metrics_line(
     deps: &SessionDeps,
     models: &ModelRegistry,
 ) {
-    use metrics::DecodeKind;
-    let finals = metrics.recent(DecodeKind::Final);
-    let partials = metrics.recent(DecodeKind::Partial);
-    let errors: u64 = metrics.errors().iter().map(|(_, n)| n).sum();
+    let s = snapshot::MetricsSnapshot::take(&snapshot::Sources {
+        metrics,
+        registry,
+        deps,
+        models,
+        expose_api_keys: false,
+    });
+    let (finals, partials) = (&s.latency.final_, &s.latency.partial);
     let ms = |s: f64| (s * 1000.0).round() as u64;
     tracing::info!(
-        sessions = registry.active(),
-        started = metrics
-            .sessions_started
-            .load(std::sync::atomic::Ordering::Relaxed),
+        sessions = s.active_sessions,
+        started = s.sessions_started_total,
         finals = finals.count,
         final_p50_ms = ms(finals.total_p50_sec),
         final_p95_ms = ms(finals.total_p95_sec),
+        end_of_utterance_to_final_p95_ms = ms(s.latency.end_of_utterance_to_final.p95_sec),
         partials = partials.count,
         partial_p50_ms = ms(partials.total_p50_sec),
         rtf = finals
             .rtf_mean
             .map_or(0.0, |r| (r * 1000.0).round() / 1000.0),
-        workers_busy = models.busy(),
+        workers_busy = s.decode.workers_busy,
         workers = models.workers(),
-        pending = deps.scheduler.pending(),
-        partials_dropped = deps.scheduler.partials_dropped(),
-        errors,
-        capture_dropped = deps.capture.as_ref().map_or(0, |c| c.dropped_chunks()),
+        pending = s.decode.pending,
+        partials_dropped = s.decode.partials_dropped_total,
+        partial_cadence = s.decode.partial_cadence.factor,
+        errors = s.errors.values().sum::<u64>(),
+        capture_dropped = s.capture.as_ref().map_or(0, |c| c.dropped_chunks_total),
         "metrics"
     );
+}
+
+/// Tells the partial cadence how busy the decode workers are, every
+/// [`cadence::TICK`].
+async fn feed_cadence(scheduler: Scheduler, models: ModelRegistry, closing: CancellationToken) {
+    let mut tick = tokio::time::interval(cadence::TICK);
+    loop {
+        tokio::select! {
+            () = closing.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        scheduler
+            .cadence()
+            .tick(std::time::Instant::now(), models.busy_fraction());
+    }
 }
 
 /// Keeps the gRPC health service in step with `GET /health`: NOT_SERVING

@@ -438,13 +438,26 @@ impl ModelRegistry {
         self.engines().iter().map(Engine::busy).sum()
     }
 
-    /// Decodes that may run at once across every model (the shared CPU
-    /// gate); 0 while the default model is not ready.
     /// Guard rejections across every model (they share one counter).
     pub fn guards(&self) -> Option<crate::engine::GuardCounts> {
         Some(self.default_engine()?.guards().clone())
     }
 
+    /// Partials cancelled so that a final could run, across models.
+    pub fn partials_preempted(&self) -> u64 {
+        self.engines().iter().map(Engine::partials_preempted).sum()
+    }
+
+    /// Fraction of the decode slots busy now (0 with no model ready).
+    pub fn busy_fraction(&self) -> f64 {
+        match self.decode_slots() {
+            0 => 0.0,
+            slots => self.busy() as f64 / slots as f64,
+        }
+    }
+
+    /// Decodes that may run at once across every model (the shared CPU
+    /// gate); 0 while the default model is not ready.
     pub fn decode_slots(&self) -> usize {
         self.default_engine().map_or(0, |e| e.gate().slots())
     }

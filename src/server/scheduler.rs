@@ -4,6 +4,12 @@
 //! dropped and counted; finals wait up to `decode_queue_timeout_sec` for a
 //! slot (then ERR2001). A slot is held until the result is taken, so the
 //! bound covers queued and running work alike.
+//!
+//! Every decode carries a deadline: a final, when its utterance ended (the
+//! engine decodes finals earliest first); a partial, when the next one would
+//! be due (a partial still queued then is dropped as stale). The
+//! [`Cadence`] it owns widens every session's partial interval when finals
+//! start to wait.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::cadence::Cadence;
 use crate::engine::{DecodeJob, DecodeParams, Engine, EngineError, Priority, Transcript};
 
 /// Scheduler limits.
@@ -39,6 +46,7 @@ struct Inner {
     partials_dropped: AtomicU64,
     finals_timed_out: AtomicU64,
     health: Arc<DecodeHealth>,
+    cadence: Arc<Cadence>,
 }
 
 /// Why a decode produced no transcript.
@@ -59,7 +67,9 @@ pub struct Ticket {
     decode_timeout: Option<Duration>,
     /// When the job entered the engine queue.
     pub scheduled: Instant,
+    priority: Priority,
     health: Arc<DecodeHealth>,
+    cadence: Arc<Cadence>,
     /// Held until the result is taken: the global bound covers running work.
     _slot: OwnedSemaphorePermit,
 }
@@ -73,8 +83,14 @@ impl Scheduler {
                 cfg,
                 partials_dropped: AtomicU64::new(0),
                 finals_timed_out: AtomicU64::new(0),
+                cadence: Arc::default(),
             }),
         }
+    }
+
+    /// The partial cadence every session follows.
+    pub fn cadence(&self) -> &Cadence {
+        &self.inner.cadence
     }
 
     /// Decodes queued or running now.
@@ -96,18 +112,25 @@ impl Scheduler {
     }
 
     /// Schedules a partial if a slot is free; `None` means dropped (counted).
+    /// `deadline`: when the next partial would be due.
     pub fn try_partial(
         &self,
         engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
+        deadline: Instant,
     ) -> Option<Ticket> {
         let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
             self.count_dropped_partial();
             return None;
         };
-        match self.submit(engine, audio, params, cancel, slot, Priority::Partial) {
+        match self.submit(
+            engine,
+            (audio, params, cancel, deadline),
+            slot,
+            Priority::Partial,
+        ) {
             Ok(t) => Some(t),
             Err(_) => {
                 self.count_dropped_partial();
@@ -117,26 +140,35 @@ impl Scheduler {
     }
 
     /// Schedules a final only if a slot is free now (speculative finals,
-    /// which must never make the session wait).
+    /// which must never make the session wait). `deadline`: when its
+    /// utterance ended.
     pub fn try_final(
         &self,
         engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
+        deadline: Instant,
     ) -> Option<Ticket> {
         let slot = self.inner.slots.clone().try_acquire_owned().ok()?;
-        self.submit(engine, audio, params, cancel, slot, Priority::Final)
-            .ok()
+        self.submit(
+            engine,
+            (audio, params, cancel, deadline),
+            slot,
+            Priority::Final,
+        )
+        .ok()
     }
 
     /// Schedules a final, waiting up to the queue timeout for a slot.
+    /// `deadline`: when its utterance ended.
     pub async fn schedule_final(
         &self,
         engine: &Engine,
         audio: Arc<[f32]>,
         params: DecodeParams,
         cancel: CancellationToken,
+        deadline: Instant,
     ) -> Result<Ticket, ScheduleError> {
         let wait = self.inner.cfg.queue_timeout;
         let slot = match tokio::time::timeout(wait, self.inner.slots.clone().acquire_owned()).await
@@ -148,20 +180,24 @@ impl Scheduler {
                 return Err(ScheduleError::QueueTimeout(wait, self.pending()));
             }
         };
-        self.submit(engine, audio, params, cancel, slot, Priority::Final)
-            .map_err(Into::into)
+        self.submit(
+            engine,
+            (audio, params, cancel, deadline),
+            slot,
+            Priority::Final,
+        )
+        .map_err(Into::into)
     }
 
     fn submit(
         &self,
         engine: &Engine,
-        audio: Arc<[f32]>,
-        params: DecodeParams,
-        cancel: CancellationToken,
+        (audio, params, cancel, deadline): (Arc<[f32]>, DecodeParams, CancellationToken, Instant),
         slot: OwnedSemaphorePermit,
         priority: Priority,
     ) -> Result<Ticket, EngineError> {
-        let (job, rx) = DecodeJob::new(audio, params, cancel.clone());
+        let (mut job, rx) = DecodeJob::new(audio, params, cancel.clone());
+        job.deadline = deadline;
         // The engine's queues hold at least max_pending_global jobs, so with
         // a slot in hand this only fails when the engine has stopped.
         engine.try_submit(job, priority)?;
@@ -170,7 +206,9 @@ impl Scheduler {
             cancel,
             decode_timeout: self.inner.cfg.decode_timeout,
             health: self.inner.health.clone(),
+            cadence: self.inner.cadence.clone(),
             scheduled: Instant::now(),
+            priority,
             _slot: slot,
         })
     }
@@ -193,9 +231,15 @@ impl Ticket {
         };
         let result = result.unwrap_or(Err(EngineError::Stopped));
         match &result {
-            Ok(_) => self.health.record(Outcome::Success),
-            // Cancelling is the caller's choice, not a sign of ill health.
-            Err(EngineError::Cancelled) => {}
+            Ok(t) => {
+                self.health.record(Outcome::Success);
+                if self.priority == Priority::Final {
+                    self.cadence.final_waited(t.queue_wait);
+                }
+            }
+            // Cancelling is the caller's (or a preempting final's) choice,
+            // and a stale partial the queue's; neither is ill health.
+            Err(EngineError::Cancelled | EngineError::Late) => {}
             Err(_) => self.health.record(Outcome::Failure),
         }
         Ok(result?)

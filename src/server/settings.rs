@@ -89,6 +89,7 @@ impl Settings {
         apply_flags(args, &mut server, &mut model)?;
         server.validate(&args.config)?;
         model.validate(&args.model_config)?;
+
         if model.model.device == "cuda" && !cfg!(feature = "cuda") {
             return Err(UsageError(
                 "--device cuda needs a build with `--features cuda`; this binary is CPU-only"

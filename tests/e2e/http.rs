@@ -133,7 +133,7 @@ async fn metrics_json_counts_sessions_decodes_and_errors() {
 }
 
 /// Scrapes `/metrics` and parses it with a Prometheus text-format parser.
-async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
+pub async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
     let resp = reqwest::get(format!("http://{}/metrics", server.http))
         .await
         .expect("HTTP answers");
@@ -144,7 +144,11 @@ async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     use prometheus_parse::Value;
     scrape
         .samples

@@ -11,6 +11,7 @@ mod capture;
 mod cli;
 mod compat;
 mod dashboard;
+mod density;
 mod engine;
 mod errors;
 mod http;

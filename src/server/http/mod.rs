@@ -46,6 +46,19 @@ pub struct AppState {
     pub system: Arc<SystemProbe>,
 }
 
+impl AppState {
+    /// What a [`crate::server::snapshot::MetricsSnapshot`] reads.
+    pub fn sources(&self) -> crate::server::snapshot::Sources<'_> {
+        crate::server::snapshot::Sources {
+            metrics: &self.metrics,
+            registry: &self.registry,
+            deps: &self.deps,
+            models: &self.models,
+            expose_api_keys: self.expose_api_keys,
+        }
+    }
+}
+
 /// The control-plane routes.
 pub fn router(state: AppState) -> Router {
     Router::new()

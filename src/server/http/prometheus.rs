@@ -1,9 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition produced by `prometheus-client`
-//! from the same in-process state `/metrics.json` reads — a collector that
-//! snapshots the counters at scrape time, so nothing is counted twice.
+//! from the same [`MetricsSnapshot`] `/metrics.json` serialises, taken at
+//! scrape time, plus the latency histograms.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -17,6 +16,8 @@ use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
 
 use super::AppState;
+use crate::error::ErrorCode;
+use crate::server::snapshot::MetricsSnapshot;
 
 /// Reads the server's counters on every scrape.
 #[derive(Clone)]
@@ -45,163 +46,182 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fm
 
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let s = &self.0;
-        let m = &s.metrics;
-        let t = m.timings();
-        let stats = &s.deps.stats;
+        let state = &self.0;
+        let s = MetricsSnapshot::take(&state.sources());
+        let d = &s.decode;
         let e = &mut enc;
         gauge(
             e,
             "stt_active_sessions",
             "Sessions registered now",
-            s.registry.active() as i64,
+            s.active_sessions as i64,
         )?;
         counter(
             e,
             "stt_sessions_started",
             "Streams started",
-            m.sessions_started.load(Ordering::Relaxed),
+            s.sessions_started_total,
         )?;
-        {
-            let mut family = e.encode_descriptor(
-                "stt_sessions_ended",
-                "Streams ended, by reason: completed, client_gone or the error code",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in m.ended_by_reason() {
-                ConstCounter::new(n).encode(family.encode_family(&[("reason", reason)])?)?;
-            }
-        }
+        labelled_counters(
+            e,
+            "stt_sessions_ended",
+            "Streams ended, by reason: completed, client_gone or the error code",
+            "reason",
+            &s.sessions_ended_by_reason,
+        )?;
         counter(
             e,
             "stt_client_disconnects",
             "Streams whose client vanished",
-            m.sessions_client_gone.load(Ordering::Relaxed),
+            s.client_disconnects_total,
         )?;
         counter(
             e,
             "stt_decodes",
             "Decodes completed (ended sessions)",
-            t.count,
+            d.count,
         )?;
         counter_f(
             e,
             "stt_decode_buffer_wait_seconds",
             "Audio wait before decodes were scheduled",
-            t.buffer_wait.as_secs_f64(),
+            d.buffer_wait_sec_total,
         )?;
         counter_f(
             e,
             "stt_decode_queue_wait_seconds",
             "Wait for a decode worker",
-            t.queue_wait.as_secs_f64(),
+            d.queue_wait_sec_total,
         )?;
         counter_f(
             e,
             "stt_decode_inference_seconds",
-            "Time in whisper.cpp",
-            t.inference.as_secs_f64(),
+            "Time in the decode engine",
+            d.inference_sec_total,
         )?;
         counter_f(
             e,
             "stt_decode_response_emit_seconds",
             "Time handing results to clients",
-            t.emit.as_secs_f64(),
+            d.response_emit_sec_total,
         )?;
         counter_f(
             e,
             "stt_audio_seconds",
             "Session audio received",
-            stats.audio_samples.load(Ordering::Relaxed) as f64 / 16_000.0,
+            s.audio_sec_total,
         )?;
         gauge(
             e,
             "stt_decodes_pending",
             "Decodes queued or running",
-            s.deps.scheduler.pending() as i64,
+            d.pending as i64,
         )?;
         gauge(
             e,
             "stt_workers_busy",
-            "Whisper workers decoding now",
-            s.models.busy() as i64,
+            "Decode workers decoding now",
+            d.workers_busy as i64,
         )?;
         gauge(
             e,
             "stt_decode_slots",
             "Decodes that may run at once across all models (the shared CPU gate)",
-            s.models.decode_slots() as i64,
+            d.slots as i64,
         )?;
-        if let Some(guards) = s.models.guards() {
-            let mut family = e.encode_descriptor(
+        if let Some(guards) = &d.guards {
+            labelled_counters(
+                e,
                 "stt_decode_guard",
                 "Decode hypotheses rejected by a loop or hallucination guard, by reason",
-                None,
-                MetricType::Counter,
+                "reason",
+                &guards.rejected_total,
             )?;
-            for (reason, n) in guards.by_reason() {
-                ConstCounter::new(n)
-                    .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
-            }
             counter(
                 e,
                 "stt_decode_guard_dropped",
                 "Decodes whose retry failed a guard too, so their text was dropped",
-                guards.dropped(),
+                guards.dropped_total,
             )?;
         }
         counter(
             e,
             "stt_partials_dropped",
-            "Partial decodes dropped for lack of a slot",
-            s.deps.scheduler.partials_dropped(),
+            "Partial decodes dropped: no slot, or stale in the queue",
+            d.partials_dropped_total,
+        )?;
+        counter(
+            e,
+            "stt_partials_preempted",
+            "Running partials cancelled so that a final could run",
+            d.partials_preempted_total,
         )?;
         counter(
             e,
             "stt_finals_queue_timeouts",
             "Finals that found no decode slot in time",
-            s.deps.scheduler.finals_timed_out(),
+            d.finals_queue_timeouts_total,
+        )?;
+        let cadence = &d.partial_cadence;
+        gauge(
+            e,
+            "stt_partial_cadence_factor",
+            "Multiplier on partial_decode_interval_sec in force now (0 = finals only)",
+            cadence.factor as i64,
+        )?;
+        gauge(
+            e,
+            "stt_sessions_widened",
+            "Sessions whose partial cadence is widened now",
+            cadence.sessions_widened as i64,
+        )?;
+        counter(
+            e,
+            "stt_partial_cadence_widenings",
+            "Times the partial cadence widened because finals waited",
+            cadence.widenings_total,
         )?;
         counter(
             e,
             "stt_vad_utterances",
             "Utterances detected",
-            stats.utterances.load(Ordering::Relaxed),
+            s.vad.utterances_total,
         )?;
         gauge(
             e,
             "stt_vad_active_utterances",
             "Utterances in progress",
-            stats.active_utterances.load(Ordering::Relaxed) as i64,
+            s.vad.active_utterances as i64,
         )?;
         counter(
             e,
             "stt_partials_sent",
             "Partial results sent",
-            stats.partials_sent.load(Ordering::Relaxed),
+            s.results.partials_total,
         )?;
         counter(
             e,
             "stt_finals_sent",
             "Final results sent",
-            stats.finals_sent.load(Ordering::Relaxed),
+            s.results.finals_total,
         )?;
         gauge(
             e,
             "stt_buffer_bytes",
             "Audio buffered across sessions",
-            s.deps.budget.used() as i64,
+            s.buffer_bytes as i64,
         )?;
-        let errors = m.errors();
-        if !errors.is_empty() {
+        if !s.errors.is_empty() {
             let mut family = e.encode_descriptor(
                 "stt_errors",
                 "Errors returned to clients, by code, gRPC status and HTTP status",
                 None,
                 MetricType::Counter,
             )?;
-            for (code, n) in errors {
+            for (code, n) in &s.errors {
+                let Some(code) = ErrorCode::parse(code) else {
+                    continue;
+                };
                 let grpc = format!("{:?}", code.grpc_code());
                 let http = code.http_status().to_string();
                 let labels = [
@@ -209,12 +229,20 @@ impl Collector for Snapshot {
                     ("status", grpc.as_str()),
                     ("http_status", http.as_str()),
                 ];
-                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
             }
         }
+        // Distributions, not readings: encoded from the histograms themselves.
+        let m = &state.metrics;
         m.decode_seconds.encode(e.encode_descriptor(
             "stt_decode_duration",
             "Per-decode latency by stage (buffer_wait, queue_wait, inference, emit, total) and kind (partial, final)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?)?;
+        m.stream_latency.encode(e.encode_descriptor(
+            "stt_stream_latency",
+            "What callers wait for, by measure: end_of_utterance_to_final, flush_to_final, first_partial",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?)?;
@@ -224,27 +252,26 @@ impl Collector for Snapshot {
             None,
             MetricType::Histogram,
         )?)?;
-        let models = s.models.list();
         gauge(
             e,
             "stt_models_loaded",
             "Whisper models ready to serve sessions",
-            models.iter().filter(|m| m.status == "ready").count() as i64,
+            s.models.iter().filter(|m| m.status == "ready").count() as i64,
         )?;
-        if let Some(c) = &s.deps.capture {
+        if let Some(c) = &s.capture {
             counter(
                 e,
                 "stt_audio_capture_dropped_chunks",
                 "Captured audio chunks dropped because a capture queue was full",
-                c.dropped_chunks(),
+                c.dropped_chunks_total,
             )?;
             counter(
                 e,
                 "stt_audio_capture_files",
                 "Capture files completed",
-                c.files_written(),
+                c.files_total,
             )?;
-            let b = ConstCounter::new(c.bytes_written());
+            let b = ConstCounter::new(c.bytes_total);
             b.encode(e.encode_descriptor(
                 "stt_audio_capture",
                 "Audio bytes written to capture files",
@@ -255,32 +282,48 @@ impl Collector for Snapshot {
                 e,
                 "stt_audio_capture_write_errors",
                 "Capture files that could not be written completely",
-                c.write_errors(),
+                c.write_errors_total,
             )?;
             counter(
                 e,
                 "stt_audio_capture_retention_removed_files",
                 "Capture files removed by retention",
-                c.files_removed(),
+                c.retention_removed_files_total,
             )?;
         }
-        if s.expose_api_keys {
-            let keys = s.registry.by_api_key();
-            if !keys.is_empty() {
-                let mut family = e.encode_descriptor(
-                    "stt_active_sessions_by_api",
-                    "Sessions registered now, by API key",
-                    None,
-                    MetricType::Gauge,
-                )?;
-                for (key, n) in keys {
-                    let labels = [("api_key", key.as_str())];
-                    ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
-                }
+        if let Some(keys) = s
+            .active_sessions_by_api_key
+            .as_ref()
+            .filter(|k| !k.is_empty())
+        {
+            let mut family = e.encode_descriptor(
+                "stt_active_sessions_by_api",
+                "Sessions registered now, by API key",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, n) in keys {
+                let labels = [("api_key", key.as_str())];
+                ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())
     }
+}
+
+/// A counter family with one label, one sample per entry of `values`.
+fn labelled_counters(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &std::collections::BTreeMap<String, u64>,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in values {
+        ConstCounter::new(*n).encode(family.encode_family(&[(label, value.as_str())])?)?;
+    }
+    Ok(())
 }
 
 pub async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {

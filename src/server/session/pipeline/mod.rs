@@ -54,6 +54,10 @@ struct Utterance {
     start: u64,
     /// Buffer end when the last partial was considered.
     last_partial_end: u64,
+    /// When its first sample arrived.
+    started: Instant,
+    /// A partial of it has been sent.
+    partial_sent: bool,
 }
 
 pub(super) struct Pipeline {
@@ -95,6 +99,12 @@ pub(super) struct Pipeline {
     /// Auto-End: the final was sent; the stream completes.
     auto_done: bool,
     timings: DecodeTimings,
+    /// The partial interval (samples) last allowed by the cadence.
+    partial_interval: u64,
+    /// That interval is wider than configured (counted server-wide).
+    widened: bool,
+    /// The client flushed: the buffer end then, and when.
+    flush: Option<(u64, Instant)>,
 }
 
 impl Pipeline {
@@ -129,6 +139,7 @@ impl Pipeline {
             None => None,
         };
         let endpointer = Endpointer::new(EndpointConfig::new(opts.vad_threshold, opts.vad_silence));
+        let partial_interval = deps.limits.partial_interval_samples;
         Ok(Self {
             buffer: AudioBuffer::new(deps.budget.clone()),
             cancel: stop.abort.child_token(),
@@ -153,6 +164,9 @@ impl Pipeline {
             auto_waiting: false,
             auto_done: false,
             timings: DecodeTimings::default(),
+            partial_interval,
+            widened: false,
+            flush: None,
         })
     }
 
@@ -162,6 +176,9 @@ impl Pipeline {
     {
         let end = self.drive(&mut inbound).await;
         self.cancel.cancel();
+        if self.widened {
+            self.deps.scheduler.cadence().session_widened(false);
+        }
         if self.utterance.take().is_some() {
             self.stats()
                 .active_utterances
@@ -311,11 +328,13 @@ impl Pipeline {
     /// The client is done sending (is_final, closed its side, or the server
     /// drains): the utterance in progress becomes a final.
     async fn end_of_input(&mut self) -> Result<(), End> {
+        let flushed = Instant::now();
         if let Some(mut r) = self.resampler.take() {
             let mut tail = Vec::new();
             r.finish(&mut tail).map_err(input::malformed)?;
             self.ingest(tail).await?;
         }
+        self.flush = Some((self.buffer.end(), flushed));
         if self.endpointer.flush().is_some() {
             // The speaker may still have been talking: decode to the last
             // sample, not just the last scored frame.
@@ -336,6 +355,8 @@ impl Pipeline {
                     id: self.next_utterance,
                     start,
                     last_partial_end: start,
+                    started: self.buffer.arrival_of(start).unwrap_or_else(Instant::now),
+                    partial_sent: false,
                 });
                 SessionStats::add(&self.stats().utterances, 1);
                 SessionStats::add(&self.stats().active_utterances, 1);
