@@ -113,3 +113,44 @@ async fn overloaded_server_widens_partial_cadence_and_still_finals_every_utteran
         other => panic!("stt_stream_latency_seconds is not a histogram: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_final_that_finds_no_slot_within_the_queue_timeout_is_err2001() {
+    // One decode slot server-wide and a 10 ms wait for it: four streams
+    // ending the same utterance together cannot all get one.
+    let server = TestServer::start(|s| {
+        s.server.server.max_sessions = 4;
+        s.server.server.max_pending_decodes_global = 1;
+        s.server.server.decode_queue_timeout_sec = 0.01;
+        s.model.model.threads = 1;
+    });
+    let mut audio = speech("dense_slot", TEXTS[0].0);
+    audio.extend(silence(1.0));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let id = format!("slot-{i}");
+        create_ok(&server, session_request(&id)).await;
+        let mut client = server.client().await;
+        let audio = audio.clone();
+        tasks.push(tokio::spawn(async move {
+            let chunks = audio_chunks(&audio, 100, &id, "");
+            stream_raw(&mut client, &id, "", chunks, Duration::ZERO).await
+        }));
+    }
+    let mut timed_out: u64 = 0;
+    for task in tasks {
+        let out = tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("stream ends")
+            .expect("task");
+        if let Some(status) = &out.status {
+            assert_eq!(out.code().as_deref(), Some("ERR2001"), "{status:?}");
+            assert!(status.message().contains("no decode slot"), "{status:?}");
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out >= 1, "every final found a slot in 10 ms");
+    let body = metrics_json(&server).await;
+    let counted = body["decode"]["finals_queue_timeouts_total"].as_u64();
+    assert_eq!(counted, Some(timed_out), "{body}");
+}
