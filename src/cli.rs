@@ -20,11 +20,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC streaming server and its HTTP control plane.
     Serve(ServeArgs),
-    /// Stream a WAV file to a server at real-time pace.
+    /// Stream an audio file (WAV, FLAC, MP3, Ogg, M4A, …) to a server at real-time pace.
     File(FileArgs),
     /// Stream the microphone (any input device) to a server.
     Mic(MicArgs),
-    /// Send a whole WAV file as one chunk (accurate profile).
+    /// Send a whole audio file as one chunk (accurate profile).
     Batch(BatchArgs),
     /// Load-test a server: many concurrent sessions, per-session logs and a
     /// latency summary; exits non-zero when any session fails.
@@ -33,7 +33,7 @@ pub enum Command {
     Dashboard(DashboardArgs),
     /// Provision, import and check Whisper models.
     Models(ModelsArgs),
-    /// Transcribe WAV files offline (no server): VAD segments, then decode.
+    /// Transcribe audio files offline (no server): VAD segments, then decode.
     Transcribe(TranscribeArgs),
 }
 
@@ -95,7 +95,8 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 pub struct FileArgs {
     #[command(flatten)]
     pub session: SessionArgs,
-    /// WAV file (any rate, mono or stereo, int or float) [default: the YAML's audio_path].
+    /// Audio file: WAV (any rate, mono or stereo, int or float), FLAC, MP3, Ogg
+    /// Vorbis, M4A/AAC, WebM, AIFF or CAF [default: the YAML's audio_path].
     pub audio: Option<PathBuf>,
     /// Milliseconds of audio per chunk [default: 100].
     #[arg(long, value_name = "MS")]
@@ -143,7 +144,7 @@ pub struct MicArgs {
 pub struct BatchArgs {
     #[command(flatten)]
     pub session: SessionArgs,
-    /// WAV file [default: the YAML's audio_path].
+    /// Audio file (WAV, FLAC, MP3, Ogg, M4A, …) [default: the YAML's audio_path].
     pub audio: Option<PathBuf>,
     /// Largest chunk in milliseconds: keep it within the server's
     /// `server.max_chunk_ms`; 0 sends the whole file as one chunk.
@@ -189,7 +190,7 @@ pub struct BenchArgs {
     /// Milliseconds of audio per chunk [default: the YAML's chunk_ms, else 100].
     #[arg(long, value_name = "MS")]
     pub chunk_ms: Option<u64>,
-    /// A WAV file, or a directory whose WAVs the sessions take in turn
+    /// An audio file, or a directory whose audio files the sessions take in turn
     /// [default: the YAML's audio_path, else assets/audio/hello.wav].
     #[arg(long, value_name = "PATH")]
     pub audio: Option<PathBuf>,
@@ -439,7 +440,8 @@ pub enum ModelsCommand {
 /// `stt transcribe`.
 #[derive(Debug, Args)]
 pub struct TranscribeArgs {
-    /// WAV files (any rate, mono or stereo, 8–32-bit int or 32-bit float).
+    /// Audio files: WAV (any rate, mono or stereo, 8–32-bit int or 32-bit
+    /// float), FLAC, MP3, Ogg Vorbis, M4A/AAC, WebM, AIFF or CAF.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Model name, CTranslate2 directory or ggml file.

@@ -30,7 +30,10 @@ fn filter(level: &str, engine_level: Option<&str>) -> EnvFilter {
     let engine = engine_level.map_or("warn", level_name);
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{},whisper_rs={engine},ort=warn,h2=warn,hyper=warn,tower=warn",
+            // symphonia (every symphonia_* crate: targets match by prefix)
+            // logs each format reader's refusal while probing as an error;
+            // the one error that matters reaches the user as ours.
+            "{},whisper_rs={engine},ort=warn,h2=warn,hyper=warn,tower=warn,symphonia=off",
             level_name(level),
         ))
     })

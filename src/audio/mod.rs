@@ -2,6 +2,7 @@
 //! and crash-safe WAV write. Everything downstream (VAD, engine) sees 16 kHz
 //! mono f32 in [-1, 1]; this module is the only place that knows other formats.
 
+pub mod decode;
 pub mod pcm;
 pub mod resample;
 pub mod wav;
@@ -35,6 +36,8 @@ pub enum AudioError {
         #[source]
         source: hound::Error,
     },
+    #[error("{path}: {detail}")]
+    Format { path: String, detail: String },
     #[error("{path}: unsupported WAV format: {detail}")]
     Unsupported { path: String, detail: String },
     #[error("{path}: the WAV file holds no audio samples")]

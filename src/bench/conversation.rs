@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::plan::Clip;
-use crate::audio::wav::read_wav;
+use crate::audio::decode::read_audio;
 use crate::audio::TARGET_RATE;
 use crate::UsageError;
 
@@ -105,7 +105,7 @@ fn from_sidecar(dir: &Path, path: &Path) -> anyhow::Result<Conversation> {
         return Err(bad("an utterance's start is not before its end".into()).into());
     }
     let wav = dir.join(&meta.audio);
-    let audio = read_wav(&wav).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let audio = read_audio(&wav).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
     Ok(Conversation {
         name: meta.audio,
         samples: audio.samples.into(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audio::wav::read_wav;
+use crate::audio::decode::{has_audio_extension, read_audio};
 use crate::cli::{BenchArgs, SessionLogFormat};
 use crate::client::session::check_chunk_ms;
 use crate::client::Sending;
@@ -127,7 +127,7 @@ pub struct Clip {
     pub samples: Arc<[f32]>,
 }
 
-/// Reads `path` (a WAV, or every `*.wav` in a directory, by name).
+/// Reads `path` (an audio file, or every audio file in a directory, by name).
 pub fn load_clips(path: &Path) -> anyhow::Result<Vec<Clip>> {
     let files = if path.is_dir() {
         let entries = std::fs::read_dir(path).map_err(|e| {
@@ -135,17 +135,12 @@ pub fn load_clips(path: &Path) -> anyhow::Result<Vec<Clip>> {
         })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-            })
+            .filter(|p| p.is_file() && has_audio_extension(p))
             .collect();
         files.sort();
         if files.is_empty() {
             return Err(UsageError(format!(
-                "no .wav files in {}: point --audio at a WAV or a directory of them",
+                "no audio files in {}: point --audio at an audio file (WAV, FLAC, MP3, …) or a directory of them",
                 path.display()
             ))
             .into());
@@ -166,7 +161,7 @@ pub fn load_clips(path: &Path) -> anyhow::Result<Vec<Clip>> {
         .map(|f| -> anyhow::Result<Clip> {
             // Flattened to its message: `AudioError` already names the file
             // and its cause.
-            let clip = read_wav(f).map_err(|e| UsageError(e.to_string()))?;
+            let clip = read_audio(f).map_err(|e| UsageError(e.to_string()))?;
             Ok(Clip {
                 name: f
                     .file_name()
@@ -288,7 +283,7 @@ mod tests {
         assert!(err.to_string().contains("--audio"), "{err}");
         let dir = tempfile::tempdir().expect("tempdir");
         let err = load_clips(dir.path()).expect_err("empty");
-        assert!(err.to_string().contains("no .wav files"), "{err}");
+        assert!(err.to_string().contains("no audio files"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::audio::{wav::read_wav, AudioError};
+use crate::audio::{decode::read_audio, AudioError};
 use crate::error::ErrorCode;
 use crate::pb;
 use crate::pb::stt_backend_client::SttBackendClient;
@@ -174,9 +174,10 @@ impl StreamOptions {
         }
     }
 
-    /// Reads a WAV (any rate, channels averaged) as the audio.
-    pub fn from_wav(session: SessionSettings, path: &Path) -> Result<Self, AudioError> {
-        Ok(Self::new(session, read_wav(path)?.samples))
+    /// Reads an audio file (WAV, FLAC, MP3, … at any rate, channels
+    /// averaged) as the audio.
+    pub fn from_file(session: SessionSettings, path: &Path) -> Result<Self, AudioError> {
+        Ok(Self::new(session, read_audio(path)?.samples))
     }
 
     /// Sets how chunks are cut and paced.
@@ -286,7 +287,7 @@ pub(crate) async fn run_command(
 ) -> anyhow::Result<StreamOutcome> {
     // Flattened to its message: `AudioError` repeats its source in its own
     // text, and `{:#}` would print the cause twice.
-    let opts = StreamOptions::from_wav(session, audio)
+    let opts = StreamOptions::from_file(session, audio)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .sending(sending);
     stop_on_ctrl_c(opts.stop.clone());

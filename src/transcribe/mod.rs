@@ -12,7 +12,8 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::audio::wav::{read_wav, Clip};
+use crate::audio::decode::read_audio;
+use crate::audio::wav::Clip;
 use crate::cli::TranscribeArgs;
 use crate::config::{load_yaml, ModelFile};
 use crate::engine::{DecodeParams, Engine, EngineConfig, ModelSource, Task};
@@ -59,14 +60,14 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     };
 
     if args.bench {
-        let clip = read_wav(&args.files[0])?;
+        let clip = read_audio(&args.files[0])?;
         let r = bench::run(&engine, vad.as_ref(), &clip, &params, &args, rss_after_load);
         engine.shutdown();
         return r;
     }
 
     for file in &args.files {
-        let clip = read_wav(file)?;
+        let clip = read_audio(file)?;
         let t = transcribe_clip(&engine, vad.as_ref(), &clip, &params, &args, file)?;
         if args.json {
             println!("{}", serde_json::to_string(&t)?);

@@ -142,3 +142,47 @@ fn bad_flags_are_usage_errors() {
     let out = run_stt(&["transcribe"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `input` re-encoded by sox into `name` (the extension picks the codec).
+fn sox_encode(input: &std::path::Path, name: &str, rate: u32, channels: u32) -> std::path::PathBuf {
+    let out = scratch().join(name);
+    let status = std::process::Command::new("sox")
+        .arg(input)
+        .args(["-r", &rate.to_string(), "-c", &channels.to_string()])
+        .arg(&out)
+        .status()
+        .expect("sox must be installed (scripts/setup.sh installs it)");
+    assert!(status.success(), "sox could not write {name}");
+    out
+}
+
+#[test]
+fn flac_and_ogg_vorbis_files_give_the_spoken_words() {
+    let wav = asset("audio/hello.wav");
+    for (name, rate, channels) in [
+        ("hello.flac", 16_000, 1),
+        ("hello_44k_stereo.ogg", 44_100, 2),
+    ] {
+        let file = sox_encode(&wav, name, rate, channels);
+        assert_words(HELLO, &transcribe_text(&file), 0.8);
+    }
+}
+
+#[test]
+fn a_file_that_is_not_audio_is_refused_naming_the_formats() {
+    let file = scratch().join("not_audio.m4a");
+    std::fs::write(&file, "this is a text file, not an m4a").expect("write");
+    let out = run_stt(&["transcribe", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not_audio.m4a"), "{err}");
+    assert!(
+        err.contains("not an audio file in a format we read"),
+        "{err}"
+    );
+    assert!(err.contains("FLAC"), "{err}");
+    assert!(
+        !err.contains("ERROR"),
+        "symphonia's probe noise leaked: {err}"
+    );
+}
