@@ -96,7 +96,7 @@ pub struct FileArgs {
     #[command(flatten)]
     pub session: SessionArgs,
     /// Audio file: WAV (any rate, mono or stereo, int or float), FLAC, MP3, Ogg
-    /// Vorbis, M4A/AAC, WebM, AIFF or CAF [default: the YAML's audio_path].
+    /// Vorbis or Opus, M4A/AAC, WebM, AIFF or CAF [default: the YAML's audio_path].
     pub audio: Option<PathBuf>,
     /// Milliseconds of audio per chunk [default: 100].
     #[arg(long, value_name = "MS")]
@@ -441,7 +441,7 @@ pub enum ModelsCommand {
 #[derive(Debug, Args)]
 pub struct TranscribeArgs {
     /// Audio files: WAV (any rate, mono or stereo, 8–32-bit int or 32-bit
-    /// float), FLAC, MP3, Ogg Vorbis, M4A/AAC, WebM, AIFF or CAF.
+    /// float), FLAC, MP3, Ogg Vorbis or Opus, M4A/AAC, WebM, AIFF or CAF.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Model name, CTranslate2 directory or ggml file.

@@ -1,7 +1,7 @@
 //! Audio files of any common container and codec, read into a 16 kHz mono
-//! [`Clip`]: WAV through hound (as before), everything else through
+//! [`Clip`]: WAV through hound (as before), everything else demuxed by
 //! symphonia — FLAC, MP3, Ogg Vorbis, MP4/M4A AAC, WebM/Matroska, AIFF and
-//! CAF. Channels are averaged and the rate converted by our resampler, so
+//! CAF decoded by it too, Opus by libopus (symphonia has no Opus decoder). Channels are averaged and the rate converted by our resampler, so
 //! every front-end sees the same samples whatever the file was.
 
 use std::fs::File;
@@ -9,9 +9,10 @@ use std::io::Read;
 use std::path::Path;
 
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{CodecParameters, DecoderOptions, CODEC_TYPE_NULL, CODEC_TYPE_OPUS};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::FormatReader;
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -21,11 +22,12 @@ use super::wav::{read_wav, Clip};
 use super::AudioError;
 
 /// What `--help` and errors name as readable.
-pub const FORMATS: &str = "WAV, FLAC, MP3, Ogg Vorbis, M4A/MP4 AAC, WebM/Matroska, AIFF, CAF";
+pub const FORMATS: &str =
+    "WAV, FLAC, MP3, Ogg Vorbis or Opus, M4A/MP4 AAC, WebM/Matroska (Opus, Vorbis), AIFF, CAF";
 
 /// File name extensions of the formats above (directories of clips).
-pub const EXTENSIONS: [&str; 12] = [
-    "wav", "wave", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "webm", "mkv", "aiff", "caf",
+pub const EXTENSIONS: [&str; 13] = [
+    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "webm", "mkv", "aiff", "caf",
 ];
 
 /// Whether `path` names a file in one of [`EXTENSIONS`].
@@ -102,6 +104,9 @@ fn decode(path: &Path) -> Result<Clip, AudioError> {
         .ok_or_else(|| format_err("the file has no audio track".into()))?;
     let track_id = track.id;
     let params = track.codec_params.clone();
+    if params.codec == CODEC_TYPE_OPUS {
+        return decode_opus(format, track_id, &params, &shown);
+    }
     let codecs = symphonia::default::get_codecs();
     let mut decoder = codecs
         .make(&params, &DecoderOptions::default())
@@ -161,6 +166,73 @@ fn decode(path: &Path) -> Result<Clip, AudioError> {
         samples: resample_to_16k(&mono, rate)?,
         source_rate: rate,
         source_channels: params.channels.map_or(1, |c| c.count() as u16),
+    })
+}
+
+/// Opus is always decoded at 48 kHz.
+const OPUS_RATE: u32 = 48_000;
+/// The longest Opus frame, 120 ms at 48 kHz, per channel.
+const OPUS_MAX_FRAME: usize = 5_760;
+
+/// Opus packets demuxed by symphonia, decoded by libopus.
+fn decode_opus(
+    mut format: Box<dyn FormatReader>,
+    track_id: u32,
+    params: &CodecParameters,
+    shown: &str,
+) -> Result<Clip, AudioError> {
+    let format_err = |detail: String| AudioError::Format {
+        path: shown.to_string(),
+        detail,
+    };
+    let channels = params.channels.map_or(1, |c| c.count());
+    let layout = match channels {
+        1 => opus::Channels::Mono,
+        2 => opus::Channels::Stereo,
+        n => {
+            return Err(format_err(format!(
+                "Opus with {n} channels is not supported (mono and stereo are)"
+            )))
+        }
+    };
+    let mut decoder = opus::Decoder::new(OPUS_RATE, layout)
+        .map_err(|e| format_err(format!("starting the Opus decoder: {e}")))?;
+    let mut frame = vec![0f32; OPUS_MAX_FRAME * channels];
+    let mut mono: Vec<f32> = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break
+            }
+            Err(e) => return Err(format_err(format!("reading the audio: {e}"))),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let n = match decoder.decode_float(&packet.data, &mut frame, false) {
+            Ok(n) => n,
+            // A damaged packet is skipped, as players do.
+            Err(_) => continue,
+        };
+        mono.extend(
+            frame[..n * channels]
+                .chunks_exact(channels)
+                .map(|f| f.iter().sum::<f32>() / channels as f32),
+        );
+    }
+    // The encoder's look-ahead (OpusHead pre-skip) is not audio.
+    let skip = (params.delay.unwrap_or(0) as usize).min(mono.len());
+    mono.drain(..skip);
+    if mono.is_empty() {
+        return Err(AudioError::Empty {
+            path: shown.to_string(),
+        });
+    }
+    Ok(Clip {
+        samples: resample_to_16k(&mono, OPUS_RATE)?,
+        source_rate: OPUS_RATE,
+        source_channels: channels as u16,
     })
 }
 

@@ -186,3 +186,26 @@ fn a_file_that_is_not_audio_is_refused_naming_the_formats() {
         "symphonia's probe noise leaked: {err}"
     );
 }
+
+#[test]
+fn ogg_opus_files_give_the_spoken_words() {
+    // 48 kHz stereo, as browsers and phones record it.
+    let stereo = sox_encode(&asset("audio/hello.wav"), "hello_48k_stereo.wav", 48_000, 2);
+    let opus = scratch().join("hello.opus");
+    let status = std::process::Command::new("opusenc")
+        .args(["--quiet", stereo.to_str().unwrap(), opus.to_str().unwrap()])
+        .status()
+        .expect("opusenc must be installed (scripts/setup.sh installs opus-tools)");
+    assert!(status.success(), "opusenc failed");
+    let out = run_stt(&["transcribe", "--json", opus.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_words(HELLO, v["text"].as_str().unwrap_or_default(), 0.7);
+    // The encoder's pre-skip is dropped: the clip keeps its length.
+    let secs = v["duration_sec"].as_f64().unwrap_or_default();
+    assert!((secs - 4.4).abs() < 0.2, "{secs} s");
+}
