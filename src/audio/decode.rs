@@ -12,7 +12,7 @@ use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CodecParameters, DecoderOptions, CODEC_TYPE_NULL, CODEC_TYPE_OPUS};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
-use symphonia::core::formats::FormatReader;
+use symphonia::core::formats::{FormatReader, Packet};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -122,18 +122,7 @@ fn decode(path: &Path) -> Result<Clip, AudioError> {
     let mut mono: Vec<f32> = Vec::new();
     let mut rate = params.sample_rate;
     let mut buffer: Option<SampleBuffer<f32>> = None;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            // The end of the stream is reported as an unexpected EOF.
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break
-            }
-            Err(e) => return Err(format_err(format!("reading the audio: {e}"))),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
+    while let Some(packet) = next_packet(format.as_mut(), track_id, &shown)? {
         let decoded = match decoder.decode(&packet) {
             Ok(d) => d,
             // A damaged packet is skipped, as players do.
@@ -169,6 +158,30 @@ fn decode(path: &Path) -> Result<Clip, AudioError> {
     })
 }
 
+/// The next packet of `track_id`; `None` at the end of the stream (which
+/// symphonia reports as an unexpected EOF).
+fn next_packet(
+    format: &mut dyn FormatReader,
+    track_id: u32,
+    shown: &str,
+) -> Result<Option<Packet>, AudioError> {
+    loop {
+        match format.next_packet() {
+            Ok(p) if p.track_id() == track_id => return Ok(Some(p)),
+            Ok(_) => {}
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(AudioError::Format {
+                    path: shown.to_string(),
+                    detail: format!("reading the audio: {e}"),
+                })
+            }
+        }
+    }
+}
+
 /// Opus is always decoded at 48 kHz.
 const OPUS_RATE: u32 = 48_000;
 /// The longest Opus frame, 120 ms at 48 kHz, per channel.
@@ -199,17 +212,7 @@ fn decode_opus(
         .map_err(|e| format_err(format!("starting the Opus decoder: {e}")))?;
     let mut frame = vec![0f32; OPUS_MAX_FRAME * channels];
     let mut mono: Vec<f32> = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break
-            }
-            Err(e) => return Err(format_err(format!("reading the audio: {e}"))),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
+    while let Some(packet) = next_packet(format.as_mut(), track_id, shown)? {
         let n = match decoder.decode_float(&packet.data, &mut frame, false) {
             Ok(n) => n,
             // A damaged packet is skipped, as players do.

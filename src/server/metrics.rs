@@ -188,25 +188,22 @@ impl RecentStats {
         if decodes.is_empty() {
             return Self::default();
         }
-        let mut totals: Vec<f64> = decodes.iter().map(|d| d.total_sec).collect();
-        totals.sort_by(f64::total_cmp);
-        let n = totals.len();
-        // Nearest-rank quantile: the smallest value with at least q of the
-        // sample at or below it.
-        let q = |q: f64| totals[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let n = decodes.len();
+        let totals = Percentiles::of(decodes.iter().map(|d| d.total_sec));
+        let inference = Percentiles::of(decodes.iter().map(|d| d.inference_sec));
         let mean = |f: fn(&RecentDecode) -> f64| decodes.iter().map(f).sum::<f64>() / n as f64;
         let rtfs: Vec<f64> = decodes.iter().filter_map(|d| d.rtf).collect();
         Self {
             count: n,
-            total_p50_sec: q(0.5),
-            total_p95_sec: q(0.95),
-            total_max_sec: totals[n - 1],
+            total_p50_sec: totals.p50_sec,
+            total_p95_sec: totals.p95_sec,
+            total_max_sec: totals.max_sec,
             inference_mean_sec: mean(|d| d.inference_sec),
             queue_wait_mean_sec: mean(|d| d.queue_wait_sec),
             rtf_mean: (!rtfs.is_empty()).then(|| rtfs.iter().sum::<f64>() / rtfs.len() as f64),
             queue_wait_p95_sec: Percentiles::of(decodes.iter().map(|d| d.queue_wait_sec)).p95_sec,
-            inference_p50_sec: Percentiles::of(decodes.iter().map(|d| d.inference_sec)).p50_sec,
-            inference_p95_sec: Percentiles::of(decodes.iter().map(|d| d.inference_sec)).p95_sec,
+            inference_p50_sec: inference.p50_sec,
+            inference_p95_sec: inference.p95_sec,
         }
     }
 }

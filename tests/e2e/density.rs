@@ -44,12 +44,9 @@ const TEXTS: [(&str, &str); 8] = [
 ];
 
 async fn metrics_json(server: &TestServer) -> serde_json::Value {
-    reqwest::get(format!("http://{}/metrics.json", server.http))
+    crate::http::get_json(&format!("http://{}/metrics.json", server.http))
         .await
-        .expect("HTTP answers")
-        .json()
-        .await
-        .expect("JSON")
+        .1
 }
 
 #[tokio::test]

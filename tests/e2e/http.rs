@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::server::*;
 use crate::streaming::{silence, speech};
 
-async fn get_json(url: &str) -> (u16, serde_json::Value) {
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let resp = reqwest::get(url).await.expect("HTTP answers");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON body"))
