@@ -18,12 +18,14 @@ STT_BIN="$target_dir/release/stt" scripts/lint-deploy.sh
 # the original's clients use. It lives in a throwaway venv outside the
 # checkout (nothing is pip-installed system-wide).
 compat_venv="${STT_COMPAT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stt/compat-venv}"
-if ! "$compat_venv/bin/python" -c "import grpc, grpc_tools" 2>/dev/null; then
-  echo "[test] creating $compat_venv (grpcio, grpcio-tools)"
+# The REST tests use the same venv for OpenAI's own Python client.
+if ! "$compat_venv/bin/python" -c "import grpc, grpc_tools, openai" 2>/dev/null; then
+  echo "[test] setting up $compat_venv (grpcio, grpcio-tools, openai)"
   python3 -m venv "$compat_venv"
-  "$compat_venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools
+  "$compat_venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools openai
 fi
 export STT_COMPAT_PYTHON="$compat_venv/bin/python"
+export STT_OPENAI_PYTHON="$compat_venv/bin/python"
 
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check

@@ -80,6 +80,14 @@ pub struct SessionArgs {
     /// API key, sent as session attribute `api_key`.
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Ask for word timings on finals and show them (session attribute
+    /// `word_timestamps`).
+    #[arg(long)]
+    pub words: bool,
+    /// Initial prompt: names, spellings or style the decoder should follow
+    /// (session attribute `prompt`).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
 }
 
 /// Parses `KEY=VALUE` (the value may itself contain `=`).
@@ -363,6 +371,9 @@ pub struct ServeArgs {
     /// HTTP control-plane port (0 = any free port).
     #[arg(long)]
     pub metrics_port: Option<u16>,
+    /// Browser page, WebSocket and OpenAI REST port (0 = off).
+    #[arg(long)]
+    pub ws_port: Option<u16>,
     /// Log decode latency and real-time factor of every decode.
     #[arg(long)]
     pub log_metrics: bool,
@@ -485,6 +496,12 @@ pub struct TranscribeArgs {
     /// Print JSON (one object per file) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Time every word (printed under each segment; `words` in --json).
+    #[arg(long)]
+    pub words: bool,
+    /// Initial prompt: names, spellings or style the decoder should follow.
+    #[arg(long)]
+    pub prompt: Option<String>,
     /// Measure: decode times at 1 and 2 threads, audio_ctx 384/768, VAD cost
     /// per frame and RSS, on the first file.
     #[arg(long)]

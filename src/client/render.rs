@@ -106,6 +106,9 @@ impl<W: Write> Renderer<W> {
             r.end_sec,
             r.text.trim()
         )?;
+        if !r.words.is_empty() {
+            writeln!(self.out, "    {}", words_line(&r.words))?;
+        }
         self.out.flush()
     }
 
@@ -147,6 +150,15 @@ fn language_tag(r: &pb::SttResult) -> Option<String> {
     }
 }
 
+/// `word@start` for each word of a final.
+fn words_line(words: &[pb::Word]) -> String {
+    let shown: Vec<String> = words
+        .iter()
+        .map(|w| format!("{}@{:.2}", w.word.trim(), w.start_sec))
+        .collect();
+    shown.join(" ")
+}
+
 /// The last `width` characters of `text`, marked with `…` when cut.
 fn tail(text: &str, width: usize) -> String {
     let n = text.chars().count();
@@ -168,6 +180,12 @@ fn result_json(r: &pb::SttResult, t: &ResultTiming) -> serde_json::Value {
         "probability": r.probability,
         "committed_text": r.committed_text,
         "unstable_text": r.unstable_text,
+        "words": r.words.iter().map(|w| json!({
+            "word": w.word,
+            "start_sec": w.start_sec,
+            "end_sec": w.end_sec,
+            "probability": w.probability,
+        })).collect::<Vec<_>>(),
         "received_sec": round3(t.received_sec),
         "latency_sec": t.latency_sec.map(round3),
     })

@@ -143,6 +143,12 @@ impl SessionSettings {
             s.attributes.insert(API_KEY_ATTRIBUTE.into(), key.clone());
         }
         s.attributes.extend(args.attrs.iter().cloned());
+        if args.words {
+            s.attributes.insert("word_timestamps".into(), "true".into());
+        }
+        if let Some(prompt) = &args.prompt {
+            s.attributes.insert("prompt".into(), prompt.clone());
+        }
         if let Some(key) = &args.api_key {
             s.attributes.insert(API_KEY_ATTRIBUTE.into(), key.clone());
         }

@@ -30,6 +30,11 @@ pub struct ServerSection {
     pub port: u16,
     pub max_sessions: usize,
     pub metrics_port: u16,
+    /// The browser/REST data plane: page, WebSocket, OpenAI API; 0 = off.
+    /// (Ours.)
+    pub ws_port: u16,
+    /// Largest file `POST /v1/audio/…` accepts, in bytes. (Ours.)
+    pub max_upload_bytes: usize,
     /// Seconds to wait for an outstanding decode; <= 0 waits forever.
     pub decode_timeout_sec: f64,
     pub log_metrics: bool,
@@ -61,6 +66,8 @@ impl Default for ServerSection {
             port: 50051,
             max_sessions: 0,
             metrics_port: 8000,
+            ws_port: 8001,
+            max_upload_bytes: 25 * 1024 * 1024,
             decode_timeout_sec: 30.0,
             log_metrics: false,
             session_timeout_sec: 60.0,

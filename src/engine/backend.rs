@@ -62,6 +62,10 @@ pub(crate) struct Attempt<'a> {
     /// Samples of real audio in the clip (before padding), for segment
     /// times.
     pub samples: usize,
+    /// Fill each segment's `words`.
+    pub word_timestamps: bool,
+    /// Initial prompt text (trimmed, non-empty).
+    pub prompt: Option<&'a str>,
 }
 
 /// What one attempt produced.

@@ -23,6 +23,7 @@ mod params;
 mod pool;
 mod queue;
 pub mod whisper_cpp;
+mod words;
 mod worker;
 
 use std::path::PathBuf;
@@ -92,6 +93,18 @@ pub struct Segment {
     pub end_sec: f64,
     pub text: String,
     pub no_speech_probability: f32,
+    /// Word timings, when the decode asked for them (empty otherwise).
+    pub words: Vec<Word>,
+}
+
+/// One word and when it was said, in seconds from the start of the audio
+/// the result covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub word: String,
+    pub start_sec: f64,
+    pub end_sec: f64,
+    pub probability: f32,
 }
 
 /// What can go wrong in the engine.

@@ -49,6 +49,11 @@ pub struct DecodeParams {
     /// When detecting: the language already detected for this stretch of
     /// speech, shared by its decodes (see [`Detection`]).
     pub detection: Option<Detection>,
+    /// Time each word (segments' `words`); costs an alignment pass.
+    pub word_timestamps: bool,
+    /// Text the decoder sees as what was said before: spellings, names,
+    /// style (Whisper's initial prompt). Shared, so partials copy nothing.
+    pub prompt: Option<Arc<str>>,
 }
 
 /// A language detected once and shared by the partials of one streaming
@@ -129,6 +134,8 @@ impl DecodeParams {
             audio_ctx: None,
             speech_sec: None,
             detection: None,
+            word_timestamps: false,
+            prompt: None,
         }
     }
 }

@@ -10,7 +10,11 @@ use whisper_rs::{
 };
 
 use super::backend::{Attempt, Decoder, Hypothesis, LoadedModel};
+use super::words::{self, Timed};
 use super::{EngineConfig, EngineError, EngineKind, Segment, Task};
+
+/// Most prompt tokens kept (the last ones), as whisper.cpp itself keeps.
+const MAX_PROMPT_TOKENS: usize = 223;
 
 /// A ggml model loaded into whisper.cpp.
 pub struct WhisperModel {
@@ -61,6 +65,7 @@ impl LoadedModel for WhisperModel {
             .map_err(|e| EngineError::Decode(format!("creating a whisper.cpp state: {e}")))?;
         Ok(Box::new(WhisperDecoder {
             state,
+            ctx: self.ctx.clone(),
             threads,
             eot: self.ctx.token_eot(),
             audio: Vec::new(),
@@ -70,6 +75,8 @@ impl LoadedModel for WhisperModel {
 
 struct WhisperDecoder {
     state: WhisperState,
+    /// For tokenizing prompts.
+    ctx: Arc<WhisperContext>,
     threads: usize,
     /// Id of `<|endoftext|>`: text tokens come before it.
     eot: i32,
@@ -121,7 +128,8 @@ impl Decoder for WhisperDecoder {
         attempt: &Attempt<'_>,
         cancel: &CancellationToken,
     ) -> Result<Hypothesis, EngineError> {
-        let mut fp = full_params(attempt, self.threads);
+        let prompt = self.prompt_tokens(attempt)?;
+        let mut fp = full_params(attempt, &prompt, self.threads);
         // whisper-rs 0.16's `set_abort_callback_safe` boxes the closure twice
         // but its trampoline casts the pointer back as if boxed once, so the
         // callback reads garbage (we saw it deadlock). Use the raw hook with
@@ -151,6 +159,8 @@ impl Decoder for WhisperDecoder {
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
             let p = seg.no_speech_probability();
             no_speech = no_speech.max(p);
+            // Text tokens: bytes, probability, start and end (seconds).
+            let mut timed_tokens: Vec<(&[u8], f32, f64, f64)> = Vec::new();
             for i in 0..seg.n_tokens() {
                 let Some(tok) = seg.get_token(i) else {
                     continue;
@@ -162,21 +172,39 @@ impl Decoder for WhisperDecoder {
                 let prob = tok.token_probability();
                 token_probs.push(prob);
                 logprob_sum += f64::from(prob.max(1e-10)).ln();
+                if attempt.word_timestamps {
+                    let data = tok.token_data();
+                    let bytes = tok.to_bytes().unwrap_or(&[]);
+                    timed_tokens.push((
+                        bytes,
+                        prob,
+                        data.t0 as f64 / 100.0,
+                        data.t1 as f64 / 100.0,
+                    ));
+                }
             }
-            // Without timestamp tokens whisper.cpp reports meaningless
-            // segment times; the text then spans the whole clip.
-            let (start_sec, end_sec) = if attempt.profile.without_timestamps {
-                (0.0, duration)
+            let words = if attempt.word_timestamps {
+                segment_words(&timed_tokens, attempt.language, duration)
             } else {
-                let t0 = seg.start_timestamp() as f64 / 100.0;
-                let t1 = seg.end_timestamp() as f64 / 100.0;
-                (t0.clamp(0.0, duration), t1.clamp(0.0, duration))
+                Vec::new()
             };
+            // Without timestamp tokens whisper.cpp reports meaningless
+            // segment times; the text then spans the whole clip. (Word
+            // timestamps turn them on.)
+            let (start_sec, end_sec) =
+                if attempt.profile.without_timestamps && !attempt.word_timestamps {
+                    (0.0, duration)
+                } else {
+                    let t0 = seg.start_timestamp() as f64 / 100.0;
+                    let t1 = seg.end_timestamp() as f64 / 100.0;
+                    (t0.clamp(0.0, duration), t1.clamp(0.0, duration))
+                };
             segments.push(Segment {
                 start_sec,
                 end_sec,
                 text: text.into_owned(),
                 no_speech_probability: p,
+                words,
             });
         }
         let avg_logprob =
@@ -190,8 +218,54 @@ impl Decoder for WhisperDecoder {
     }
 }
 
+impl WhisperDecoder {
+    /// The prompt's last [`MAX_PROMPT_TOKENS`] tokens (with a leading
+    /// space, as the text would follow earlier speech).
+    fn prompt_tokens(&self, attempt: &Attempt<'_>) -> Result<Vec<i32>, EngineError> {
+        let Some(text) = attempt.prompt else {
+            return Ok(Vec::new());
+        };
+        let text = format!(" {text}");
+        // whisper-rs trusts max_tokens to be enough (it is: no token is
+        // shorter than a byte).
+        let ids = self
+            .ctx
+            .tokenize(&text, text.len().max(1))
+            .map_err(|e| EngineError::Decode(format!("tokenizing the prompt: {e}")))?;
+        Ok(ids[ids.len().saturating_sub(MAX_PROMPT_TOKENS)..].to_vec())
+    }
+}
+
+/// A segment's words from its timed text tokens, in seconds of the clip.
+fn segment_words(
+    tokens: &[(&[u8], f32, f64, f64)],
+    language: &str,
+    duration: f64,
+) -> Vec<super::Word> {
+    let bytes: Vec<&[u8]> = tokens.iter().map(|t| t.0).collect();
+    let mut timed: Vec<Timed> = words::split_words(&bytes, language)
+        .into_iter()
+        .filter_map(|span| {
+            let toks = tokens.get(span.tokens.clone())?;
+            let (first, last) = (toks.first()?, toks.last()?);
+            Some(Timed {
+                text: span.text,
+                tokens: toks.len(),
+                start: first.2,
+                end: last.3,
+                probability: toks.iter().map(|t| t.1).sum::<f32>() / toks.len() as f32,
+            })
+        })
+        .collect();
+    words::tidy(&mut timed);
+    words::assign(timed, &[tokens.len()], 0.0, duration)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
 /// whisper-rs params for one attempt.
-fn full_params<'a>(a: &'a Attempt<'a>, threads: usize) -> FullParams<'a, 'a> {
+fn full_params<'a>(a: &'a Attempt<'a>, prompt: &'a [i32], threads: usize) -> FullParams<'a, 'a> {
     let prof = a.profile;
     // Whisper samples instead of searching once the temperature rises.
     let strategy = if prof.beam_size > 1 && a.temperature <= 0.0 {
@@ -209,7 +283,15 @@ fn full_params<'a>(a: &'a Attempt<'a>, threads: usize) -> FullParams<'a, 'a> {
     fp.set_language(Some(a.language));
     fp.set_translate(a.task == Task::Translate);
     fp.set_no_context(true);
-    fp.set_no_timestamps(prof.without_timestamps);
+    // Token times need timestamp decoding: without it whisper.cpp spreads
+    // them over a 30 s segment.
+    fp.set_no_timestamps(prof.without_timestamps && !a.word_timestamps);
+    fp.set_token_timestamps(a.word_timestamps);
+    if !prompt.is_empty() {
+        // After `no_context` clears the state's history, so only this
+        // session's prompt conditions the decode.
+        fp.set_tokens(prompt);
+    }
     fp.set_temperature(a.temperature);
     // Our worker runs the fallback (guards, then one retry), so whisper.cpp
     // must not run its own on top.

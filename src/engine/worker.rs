@@ -110,6 +110,8 @@ impl Worker {
             temperature: p.profile.temperature,
             audio_ctx,
             samples: job.audio.len(),
+            word_timestamps: p.word_timestamps,
+            prompt: p.prompt.as_deref().map(str::trim).filter(|t| !t.is_empty()),
         };
         let mut reasons = Vec::new();
         let mut hypothesis = self.decoder.decode(&attempt, &job.cancel)?;

@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::error::ErrorCode;
+use crate::server::service::Transport;
 use crate::server::session::timing::DecodePhases;
 use crate::server::session::{DecodeTimings, SessionReport};
 
@@ -23,11 +24,12 @@ const LATENCY_BUCKETS: [f64; 13] = [
 /// Real-time-factor buckets (inference time / audio time).
 const RTF_BUCKETS: [f64; 11] = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0];
 
-/// Partial or final.
+/// Partial or final of a live stream, or a piece of an uploaded file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecodeKind {
     Partial,
     Final,
+    Batch,
 }
 
 impl DecodeKind {
@@ -35,6 +37,7 @@ impl DecodeKind {
         match self {
             Self::Partial => "partial",
             Self::Final => "final",
+            Self::Batch => "batch",
         }
     }
 }
@@ -133,6 +136,8 @@ pub struct ServerMetrics {
     pub sessions_started: AtomicU64,
     pub sessions_ended: AtomicU64,
     pub sessions_client_gone: AtomicU64,
+    /// Started sessions by transport (`grpc`, `websocket`, `rest`).
+    started_by_transport: Mutex<BTreeMap<&'static str, u64>>,
     /// Ended sessions by reason: `completed`, `client_gone` or an error code.
     ended_by_reason: Mutex<BTreeMap<&'static str, u64>>,
     /// Errors by code, since start.
@@ -212,6 +217,7 @@ impl Default for ServerMetrics {
     fn default() -> Self {
         Self {
             sessions_started: AtomicU64::new(0),
+            started_by_transport: Mutex::default(),
             sessions_ended: AtomicU64::new(0),
             sessions_client_gone: AtomicU64::new(0),
             ended_by_reason: Mutex::default(),
@@ -227,8 +233,29 @@ impl Default for ServerMetrics {
 }
 
 impl ServerMetrics {
-    pub fn session_started(&self) {
+    pub fn session_started(&self, transport: Transport) {
         self.sessions_started.fetch_add(1, Ordering::Relaxed);
+        *self
+            .started_by_transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(transport.as_str())
+            .or_insert(0) += 1;
+    }
+
+    /// Sessions started since start, by transport (every transport listed).
+    pub fn started_by_transport(&self) -> BTreeMap<String, u64> {
+        let counts = self
+            .started_by_transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Transport::ALL
+            .iter()
+            .map(|t| {
+                let n = counts.get(t.as_str()).copied().unwrap_or(0);
+                (t.as_str().to_string(), n)
+            })
+            .collect()
     }
 
     /// One decode whose result came back: its phases and the seconds of

@@ -9,6 +9,7 @@
 //! [`crate::engine`]. Only
 //! transport imports tonic types.
 
+pub mod batch;
 pub mod cadence;
 pub mod capture;
 pub mod grpc;
@@ -17,9 +18,11 @@ pub mod metrics;
 pub mod model_registry;
 pub mod scheduler;
 pub mod secret;
+pub mod service;
 pub mod session;
 pub mod settings;
 pub mod snapshot;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +40,7 @@ use crate::vad::{VadConfig, VadPool};
 use metrics::ServerMetrics;
 use model_registry::ModelRegistry;
 use scheduler::{DecodeHealth, Scheduler, SchedulerConfig};
+use service::SessionService;
 use session::{BufferBudget, Registry, SessionDeps, SessionStats, Stop};
 pub use settings::Settings;
 
@@ -46,8 +50,11 @@ pub struct BoundServer {
     pub grpc_addr: SocketAddr,
     /// The HTTP control-plane address actually bound.
     pub http_addr: SocketAddr,
+    /// The browser/REST data-plane address, when `server.ws_port` is set.
+    pub web_addr: Option<SocketAddr>,
     listener: TcpListener,
     http_listener: TcpListener,
+    web_listener: Option<TcpListener>,
     decode_health: Arc<DecodeHealth>,
     settings: Settings,
     models: ModelRegistry,
@@ -128,6 +135,19 @@ impl BoundServer {
             format!("cannot listen for HTTP on {http_bind} (server.metrics_port / --metrics-port)")
         })?;
         let http_addr = http_listener.local_addr()?;
+        let web_listener = match s.ws_port {
+            0 => None,
+            port => {
+                let bind = format!("{}:{port}", s.host);
+                Some(TcpListener::bind(&bind).await.with_context(|| {
+                    format!("cannot listen for WebSocket/REST on {bind} (server.ws_port / --ws-port; 0 turns it off)")
+                })?)
+            }
+        };
+        let web_addr = web_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let h = &settings.server.health;
         let decode_health = Arc::new(DecodeHealth::new(
             secs(h.window_sec),
@@ -174,6 +194,7 @@ impl BoundServer {
         tracing::info!(
             grpc = %grpc_addr,
             http = %http_addr,
+            web = %web_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
             model = %settings.model_path.display(),
             workers,
             threads,
@@ -184,8 +205,10 @@ impl BoundServer {
         Ok(Self {
             grpc_addr,
             http_addr,
+            web_addr,
             listener,
             http_listener,
+            web_listener,
             decode_health,
             registry: Registry::new(s.max_sessions),
             models,
@@ -208,15 +231,17 @@ impl BoundServer {
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
         let defaults = self.settings.session_defaults();
-        let backend = grpc::Backend {
-            registry: self.registry.clone(),
-            models: self.models.clone(),
-            deps: self.deps.clone(),
+        let service = SessionService::new(
+            self.registry.clone(),
+            self.models.clone(),
+            self.deps.clone(),
             defaults,
-            stop: stop.clone(),
-            tracker: tracker.clone(),
-            metrics: self.metrics.clone(),
-            closing: closing.clone(),
+            stop.clone(),
+            tracker.clone(),
+            closing.clone(),
+        );
+        let backend = grpc::Backend {
+            service: service.clone(),
         };
         let limits = grpc::MessageLimits {
             max_receive: s.grpc_max_receive_message_bytes,
@@ -284,6 +309,19 @@ impl BoundServer {
             health,
             grpc_stop.clone().cancelled_owned(),
         ));
+        let web_stop = CancellationToken::new();
+        let web = self.web_listener.map(|listener| {
+            let state = web::WebState {
+                service: service.clone(),
+                max_frame_bytes: web_frame_limit(s),
+                max_upload_bytes: s.max_upload_bytes,
+            };
+            tokio::spawn(web::serve(
+                listener,
+                state,
+                web_stop.clone().cancelled_owned(),
+            ))
+        });
         tracing::info!(grpc = %self.grpc_addr, http = %self.http_addr, "serving");
         let metrics_logger = s.log_metrics.then(|| {
             let (metrics, registry, deps, models) = (
@@ -368,6 +406,16 @@ impl BoundServer {
             Ok(Err(e)) => Some(anyhow::Error::new(e).context("gRPC server failed")),
             Err(e) => Some(anyhow::Error::new(e).context("gRPC server task failed")),
         };
+        // The data plane's sessions have drained with the rest; its open
+        // sockets (pages left open) must not hold the process up.
+        web_stop.cancel();
+        if let Some(mut web) = web {
+            match tokio::time::timeout(Duration::from_secs(2), &mut web).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "WebSocket/REST listener failed"),
+                Ok(_) => {}
+                Err(_) => web.abort(),
+            }
+        }
         reaper.abort();
         http_stop.cancel();
         if let Ok(Err(e)) = http.await {
@@ -398,6 +446,14 @@ impl BoundServer {
     pub fn registry(&self) -> Registry {
         self.registry.clone()
     }
+}
+
+/// Largest WebSocket frame the data plane reads: a chunk of
+/// `server.max_chunk_ms` at the highest rate we take, so an oversized chunk
+/// still reaches the session and gets its ERR1007.
+fn web_frame_limit(s: &crate::config::server::ServerSection) -> usize {
+    let max_samples = s.max_chunk_ms as usize * crate::audio::MAX_RATE as usize / 1000;
+    (max_samples * 2).clamp(64 * 1024, 16 * 1024 * 1024) * 2
 }
 
 /// How often `--log-metrics` logs its summary line.

@@ -33,6 +33,10 @@ pub struct SchedulerConfig {
     pub decode_timeout: Option<Duration>,
 }
 
+/// How far behind a live final that ends now a file piece queues: live
+/// finals come first unless the piece has waited this long.
+pub const BATCH_DEFERRAL: Duration = Duration::from_secs(2);
+
 /// Cheap-to-clone handle.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -68,6 +72,8 @@ pub struct Ticket {
     /// When the job entered the engine queue.
     pub scheduled: Instant,
     priority: Priority,
+    /// A file piece: its waits say nothing about live streams' cadence.
+    batch: bool,
     health: Arc<DecodeHealth>,
     cadence: Arc<Cadence>,
     /// Held until the result is taken: the global bound covers running work.
@@ -189,6 +195,34 @@ impl Scheduler {
         .map_err(Into::into)
     }
 
+    /// Schedules a piece of an uploaded file: it waits for a slot as long
+    /// as it must (or until `cancel`), and queues with the finals but
+    /// [`BATCH_DEFERRAL`] behind any live final that ends now, so a batch
+    /// shares the workers without holding live streams back.
+    pub async fn schedule_batch(
+        &self,
+        engine: &Engine,
+        audio: Arc<[f32]>,
+        params: DecodeParams,
+        cancel: CancellationToken,
+    ) -> Result<Ticket, ScheduleError> {
+        let slot = tokio::select! {
+            slot = self.inner.slots.clone().acquire_owned() => {
+                slot.map_err(|_| EngineError::Stopped)?
+            }
+            () = cancel.cancelled() => return Err(EngineError::Cancelled.into()),
+        };
+        let deadline = Instant::now() + BATCH_DEFERRAL;
+        let mut ticket = self.submit(
+            engine,
+            (audio, params, cancel, deadline),
+            slot,
+            Priority::Final,
+        )?;
+        ticket.batch = true;
+        Ok(ticket)
+    }
+
     fn submit(
         &self,
         engine: &Engine,
@@ -209,6 +243,7 @@ impl Scheduler {
             cadence: self.inner.cadence.clone(),
             scheduled: Instant::now(),
             priority,
+            batch: false,
             _slot: slot,
         })
     }
@@ -233,7 +268,7 @@ impl Ticket {
         match &result {
             Ok(t) => {
                 self.health.record(Outcome::Success);
-                if self.priority == Priority::Final {
+                if self.priority == Priority::Final && !self.batch {
                     self.cadence.final_waited(t.queue_wait);
                 }
             }

@@ -37,6 +37,9 @@ pub struct MetricsSnapshot {
     pub streaming_sessions: Option<u64>,
     #[serde(default)]
     pub sessions_started_total: u64,
+    /// Started sessions by transport: `grpc`, `websocket`, `rest`.
+    #[serde(default)]
+    pub sessions_started_by_transport: BTreeMap<String, u64>,
     #[serde(default)]
     pub sessions_ended_total: u64,
     #[serde(default)]
@@ -189,6 +192,7 @@ impl MetricsSnapshot {
             active_sessions: src.registry.active() as u64,
             streaming_sessions: Some(m.sessions_streaming()),
             sessions_started_total: load(&m.sessions_started),
+            sessions_started_by_transport: m.started_by_transport(),
             sessions_ended_total: load(&m.sessions_ended),
             client_disconnects_total: load(&m.sessions_client_gone),
             decode: Decode {

@@ -27,6 +27,18 @@ pub struct TimedText {
     pub start_sec: f64,
     pub end_sec: f64,
     pub text: String,
+    /// With `--words`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<TimedWord>,
+}
+
+/// One word of a segment, in seconds of the file.
+#[derive(Debug, Serialize)]
+pub struct TimedWord {
+    pub word: String,
+    pub start_sec: f64,
+    pub end_sec: f64,
+    pub probability: f32,
 }
 
 /// Everything said in one file.
@@ -120,6 +132,8 @@ fn decode_params(args: &TranscribeArgs, models: &ModelFile) -> anyhow::Result<De
         speech_sec: None,
         // Offline segments are independent; each detects its own language.
         detection: None,
+        word_timestamps: args.words,
+        prompt: args.prompt.as_deref().map(Arc::from),
     })
 }
 
@@ -198,6 +212,16 @@ fn transcribe_clip(
                         .max(offset + s.start_sec),
                 ),
                 text,
+                words: s
+                    .words
+                    .iter()
+                    .map(|w| TimedWord {
+                        word: w.word.clone(),
+                        start_sec: round2(offset + w.start_sec),
+                        end_sec: round2(offset + w.end_sec),
+                        probability: w.probability,
+                    })
+                    .collect(),
             });
         }
         bar.inc(1);
@@ -239,6 +263,14 @@ fn print_text(t: &FileTranscript, with_name: bool) {
     }
     for s in &t.segments {
         println!("[{} → {}] {}", clock(s.start_sec), clock(s.end_sec), s.text);
+        if !s.words.is_empty() {
+            let words: Vec<String> = s
+                .words
+                .iter()
+                .map(|w| format!("{}@{:.2}", w.word, w.start_sec))
+                .collect();
+            println!("    {}", words.join(" "));
+        }
     }
 }
 

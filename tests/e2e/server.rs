@@ -23,6 +23,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The HTTP control plane.
     pub http: SocketAddr,
+    /// The browser/REST data plane (page, WebSocket, OpenAI API).
+    pub web: Option<SocketAddr>,
     pub metrics: Arc<ServerMetrics>,
     pub registry: Registry,
     stop: Option<oneshot::Sender<()>>,
@@ -37,6 +39,9 @@ impl TestServer {
         settings.server.server.host = "127.0.0.1".into();
         settings.server.server.port = 0;
         settings.server.server.metrics_port = 0;
+        // `ws_port: 0` turns the data plane off, so it gets a port that was
+        // free a moment ago.
+        settings.server.server.ws_port = free_port();
         settings.server.server.shutdown_grace_sec = 2.0;
         tweak(&mut settings);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -53,6 +58,7 @@ impl TestServer {
                     .send((
                         server.grpc_addr,
                         server.http_addr,
+                        server.web_addr,
                         server.metrics(),
                         server.registry(),
                     ))
@@ -65,12 +71,13 @@ impl TestServer {
                     .expect("server runs");
             });
         });
-        let (addr, http, metrics, registry) = ready_rx
+        let (addr, http, web, metrics, registry) = ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server started");
         Self {
             addr,
             http,
+            web,
             metrics,
             registry,
             stop: Some(stop_tx),
@@ -80,6 +87,11 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://` + the data-plane address.
+    pub fn web_url(&self) -> String {
+        format!("http://{}", self.web.expect("the data plane is on"))
     }
 
     pub async fn client(&self) -> SttBackendClient<Channel> {
@@ -100,6 +112,15 @@ impl Drop for TestServer {
             t.join().ok();
         }
     }
+}
+
+/// A port nobody listened on a moment ago (for listeners whose port 0
+/// means off).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// CreateSession that must succeed.

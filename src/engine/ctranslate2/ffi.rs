@@ -50,6 +50,27 @@ pub struct GenResult {
     pub no_speech_prob: f32,
 }
 
+/// `stt_ct2_alignment`: one row's token start positions and probabilities.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Alignment {
+    pub starts: *mut std::ffi::c_longlong,
+    pub n_starts: usize,
+    pub probs: *mut f32,
+    pub n_probs: usize,
+}
+
+impl Default for Alignment {
+    fn default() -> Self {
+        Self {
+            starts: std::ptr::null_mut(),
+            n_starts: 0,
+            probs: std::ptr::null_mut(),
+            n_probs: 0,
+        }
+    }
+}
+
 impl Default for GenResult {
     fn default() -> Self {
         Self {
@@ -114,4 +135,17 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> c_int;
     pub fn stt_ct2_results_free(results: *mut GenResult, batch: usize);
+    pub fn stt_ct2_align(
+        replica: *mut Replica,
+        encoded: *const Encoded,
+        start_sequence: *const usize,
+        start_len: usize,
+        tokens: *const usize,
+        counts: *const usize,
+        num_frames: *const usize,
+        median_filter_width: usize,
+        out: *mut Alignment,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn stt_ct2_alignments_free(out: *mut Alignment, batch: usize);
 }

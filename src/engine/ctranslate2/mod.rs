@@ -10,6 +10,7 @@
 //! We compute the mel ourselves and build the prompt from the model's own
 //! tokens: English-only models get no language or task token.
 
+mod bpe;
 mod ffi;
 pub mod mel;
 mod tokens;
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Attempt, Decoder, Hypothesis, LoadedModel};
+use super::words::{self, Timed};
 use super::{EngineConfig, EngineError, EngineKind, Segment, Task};
+use bpe::Bpe;
 use mel::{MelSpectrogram, WINDOW_FRAMES, WINDOW_SAMPLES};
 use tokens::Tokens;
 
@@ -32,11 +35,21 @@ const MAX_LENGTH: usize = 448;
 /// file given to `stt transcribe --no-vad`) goes through in groups of this
 /// many, so memory stays bounded however long the audio is.
 const MAX_BATCH: usize = 4;
+/// Most prompt tokens kept (the last ones): generation needs the other
+/// half of the 448-token context.
+const MAX_PROMPT_TOKENS: usize = 223;
+/// Seconds per encoder position, the unit of word alignment.
+const ALIGN_STEP: f64 = 0.02;
+/// faster-whisper's median filter over the alignment heads' attention.
+const MEDIAN_FILTER_WIDTH: usize = 7;
 
 /// A CTranslate2 Whisper model loaded once per engine.
 pub struct Ct2Model {
     raw: RawModel,
     tokens: Arc<Tokens>,
+    /// Encodes prompt text; `None` when the model ships no tokenizer.json
+    /// (prompts are then ignored, with a warning at load).
+    bpe: Option<Arc<Bpe>>,
     info: ffi::Info,
     compute_type: String,
 }
@@ -93,6 +106,13 @@ impl Ct2Model {
                 detail,
             }
         })?;
+        let bpe = match Bpe::load(&dir.join("tokenizer.json")) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                tracing::warn!(model = %dir.display(), error = %e, "no prompt tokenizer: session prompts will be ignored");
+                None
+            }
+        };
         let c_dir = path_cstring(dir).map_err(load_err)?;
         let c_type = CString::new(compute_type(&cfg.compute_type))
             .map_err(|_| load_err("compute type holds a NUL byte".into()))?;
@@ -128,6 +148,7 @@ impl Ct2Model {
         );
         Ok(Self {
             raw,
+            bpe,
             tokens: Arc::new(tokens),
             info,
             compute_type,
@@ -172,6 +193,8 @@ impl LoadedModel for Ct2Model {
         Ok(Box::new(Ct2Decoder {
             replica: RawReplica(replica),
             tokens: self.tokens.clone(),
+            bpe: self.bpe.clone(),
+            frames: WINDOW_FRAMES,
             mel: MelSpectrogram::new(self.info.n_mels.max(1)),
             multilingual: self.info.multilingual != 0,
             encoded: Vec::new(),
@@ -202,6 +225,9 @@ impl Drop for RawEncoded {
 struct Ct2Decoder {
     replica: RawReplica,
     tokens: Arc<Tokens>,
+    bpe: Option<Arc<Bpe>>,
+    /// Mel frames per window of the prepared clip.
+    frames: usize,
     mel: MelSpectrogram,
     multilingual: bool,
     /// The prepared clip's encoder output: groups of at most `MAX_BATCH`
@@ -218,9 +244,37 @@ impl Ct2Decoder {
             .ok_or_else(|| EngineError::Decode("decode before prepare".into()))
     }
 
-    /// `<|startoftranscript|>` then, on multilingual models, the language
-    /// and the task, then `<|notimestamps|>` unless the profile wants times.
+    /// The prompt text's last [`MAX_PROMPT_TOKENS`] tokens after
+    /// `<|startofprev|>`, as faster-whisper lays them out (with a leading
+    /// space, as the text would follow earlier speech).
+    fn previous_text(&self, attempt: &Attempt<'_>) -> Vec<usize> {
+        let (Some(text), Some(bpe), Some(prev)) = (attempt.prompt, &self.bpe, self.tokens.sot_prev)
+        else {
+            return Vec::new();
+        };
+        let ids = bpe.encode(&format!(" {text}"));
+        let keep = &ids[ids.len().saturating_sub(MAX_PROMPT_TOKENS)..];
+        let mut out = Vec::with_capacity(keep.len() + 1);
+        out.push(prev);
+        out.extend(keep.iter().copied().filter(|&id| id < self.tokens.eot));
+        out
+    }
+
+    /// The initial prompt's text, if any, then `<|startoftranscript|>`
+    /// and, on multilingual models, the language and the task, then
+    /// `<|notimestamps|>` unless the profile wants times.
     fn prompt(&self, attempt: &Attempt<'_>) -> Result<Vec<usize>, EngineError> {
+        let mut prompt = self.previous_text(attempt);
+        prompt.extend(self.start_sequence(attempt)?);
+        if attempt.profile.without_timestamps || self.tokens.timestamp_begin.is_none() {
+            prompt.push(self.tokens.no_timestamps);
+        }
+        Ok(prompt)
+    }
+
+    /// `<|startoftranscript|>` and, on multilingual models, the language and
+    /// the task.
+    fn start_sequence(&self, attempt: &Attempt<'_>) -> Result<Vec<usize>, EngineError> {
         let t = &self.tokens;
         let mut prompt = vec![t.sot];
         if self.multilingual {
@@ -239,30 +293,42 @@ impl Ct2Decoder {
                 EngineError::Decode(format!("the model has no {} token", attempt.task.as_str()))
             })?);
         }
-        if attempt.profile.without_timestamps || t.timestamp_begin.is_none() {
-            prompt.push(t.no_timestamps);
-        }
         Ok(prompt)
     }
 
-    /// Segments of one window's tokens: timestamp pairs delimit them when
-    /// the profile asked for times; otherwise the text spans the window.
-    fn segments(&self, ids: &[usize], offset: f64, span: f64, no_speech: f32) -> Vec<Segment> {
+    /// Segments of one window's tokens, each with its count of text
+    /// tokens: timestamp pairs delimit them when the profile asked for
+    /// times; otherwise the text spans the window. Whitespace-only segments
+    /// are kept (their tokens count when words are placed); the caller
+    /// drops them.
+    fn segments(
+        &self,
+        ids: &[usize],
+        offset: f64,
+        span: f64,
+        no_speech: f32,
+    ) -> Vec<(Segment, usize)> {
         let t = &self.tokens;
         let mut out = Vec::new();
         let mut start: Option<f64> = None;
         let mut text: Vec<usize> = Vec::new();
         let mut push = |start: f64, end: f64, text: &mut Vec<usize>| {
+            if text.is_empty() {
+                return;
+            }
             let s = t.decode(text);
+            let count = text.len();
             text.clear();
-            if !s.trim().is_empty() {
-                out.push(Segment {
+            out.push((
+                Segment {
                     start_sec: offset + start.clamp(0.0, span),
                     end_sec: offset + end.clamp(0.0, span),
                     text: s,
                     no_speech_probability: no_speech,
-                });
-            }
+                    words: Vec::new(),
+                },
+                count,
+            ));
         };
         for &id in ids {
             if let Some(ts) = t.timestamp(id) {
@@ -301,6 +367,7 @@ impl Decoder for Ct2Decoder {
             frames = wanted;
             features = shorten_window(&features, self.mel.n_mels(), frames);
         }
+        self.frames = frames;
         let mel_done = started.elapsed();
         let per_window = self.mel.n_mels() * frames;
         for (g, group) in features.chunks(MAX_BATCH * per_window).enumerate() {
@@ -431,6 +498,7 @@ impl Decoder for Ct2Decoder {
                     &mut err,
                 )
             };
+            let first = windows.len();
             if rc == 0 {
                 windows.extend(results.iter().map(Window::copy_from));
             }
@@ -439,12 +507,128 @@ impl Decoder for Ct2Decoder {
             if rc != 0 {
                 return Err(EngineError::Decode(take_error(err)));
             }
+            if attempt.word_timestamps {
+                self.align(encoded.0, attempt, first, &mut windows[first..])?;
+            }
         }
         tracing::debug!(
             generate_ms = started.elapsed().as_secs_f64() * 1e3,
             "decoded a clip"
         );
         Ok(self.hypothesis(&windows, attempt, prof.length_penalty))
+    }
+}
+
+impl Ct2Decoder {
+    /// Times each text token of a group's windows (`first` is the group's
+    /// first window index in the clip) through the model's alignment heads.
+    fn align(
+        &self,
+        encoded: *mut ffi::Encoded,
+        attempt: &Attempt<'_>,
+        first: usize,
+        windows: &mut [Window],
+    ) -> Result<(), EngineError> {
+        let text: Vec<Vec<usize>> = windows
+            .iter()
+            .map(|w| {
+                w.ids
+                    .iter()
+                    .copied()
+                    .filter(|&id| id < self.tokens.eot)
+                    .collect()
+            })
+            .collect();
+        if text.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let counts: Vec<usize> = text.iter().map(Vec::len).collect();
+        let tokens: Vec<usize> = text.concat();
+        // Mel frames of real audio in each window; the alignment ignores
+        // the padding after it.
+        let num_frames: Vec<usize> = (0..windows.len())
+            .map(|b| {
+                let start = (first + b) * WINDOW_SAMPLES;
+                let real = attempt.samples.saturating_sub(start).min(WINDOW_SAMPLES);
+                real.div_ceil(160).clamp(2, self.frames)
+            })
+            .collect();
+        let start = self.start_sequence(attempt)?;
+        let mut out: Vec<ffi::Alignment> =
+            windows.iter().map(|_| ffi::Alignment::default()).collect();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `tokens` holds sum(counts) ids, `counts`, `num_frames` and
+        // `out` one entry per row of the encoded batch; the replica belongs
+        // to this thread.
+        let rc = unsafe {
+            ffi::stt_ct2_align(
+                self.replica.0,
+                encoded,
+                start.as_ptr(),
+                start.len(),
+                tokens.as_ptr(),
+                counts.as_ptr(),
+                num_frames.as_ptr(),
+                MEDIAN_FILTER_WIDTH,
+                out.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        if rc == 0 {
+            for (w, a) in windows.iter_mut().zip(&out) {
+                if !a.starts.is_null() {
+                    // SAFETY: the shim wrote `n_starts` positions there.
+                    let starts = unsafe { std::slice::from_raw_parts(a.starts, a.n_starts) };
+                    w.starts = starts.iter().map(|&p| p as f64 * ALIGN_STEP).collect();
+                }
+                if !a.probs.is_null() {
+                    // SAFETY: the shim wrote `n_probs` probabilities there.
+                    w.probs = unsafe { std::slice::from_raw_parts(a.probs, a.n_probs) }.to_vec();
+                }
+            }
+        }
+        // SAFETY: every entry was initialised (null or malloc'd).
+        unsafe { ffi::stt_ct2_alignments_free(out.as_mut_ptr(), out.len()) };
+        if rc != 0 {
+            return Err(EngineError::Decode(format!(
+                "word alignment: {}",
+                take_error(err)
+            )));
+        }
+        Ok(())
+    }
+
+    /// One window's words: its text tokens grouped into words, each timed
+    /// from where its first token starts to where the next word starts.
+    fn words(&self, window: &Window, language: &str) -> Vec<Timed> {
+        let ids: Vec<usize> = window
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| id < self.tokens.eot)
+            .collect();
+        if window.starts.len() != ids.len() + 1 {
+            return Vec::new();
+        }
+        let bytes: Vec<&[u8]> = ids.iter().map(|&id| self.tokens.bytes(id)).collect();
+        words::split_words(&bytes, language)
+            .into_iter()
+            .map(|span| {
+                let probs = &window.probs.get(span.tokens.clone()).unwrap_or(&[]);
+                let probability = if probs.is_empty() {
+                    0.0
+                } else {
+                    probs.iter().sum::<f32>() / probs.len() as f32
+                };
+                Timed {
+                    text: span.text,
+                    tokens: span.tokens.len(),
+                    start: window.starts[span.tokens.start],
+                    end: window.starts[span.tokens.end],
+                    probability,
+                }
+            })
+            .collect()
     }
 }
 
@@ -463,6 +647,11 @@ struct Window {
     ids: Vec<usize>,
     score: f32,
     no_speech_prob: f32,
+    /// With word timestamps: where each text token starts (seconds from
+    /// the window's start), then where the last ends.
+    starts: Vec<f64>,
+    /// With word timestamps: each text token's probability.
+    probs: Vec<f32>,
 }
 
 impl Window {
@@ -477,6 +666,8 @@ impl Window {
             ids,
             score: r.score,
             no_speech_prob: r.no_speech_prob,
+            starts: Vec::new(),
+            probs: Vec::new(),
         }
     }
 }
@@ -498,7 +689,23 @@ impl Ct2Decoder {
             let offset = w as f64 * window_sec;
             let span = (total - offset).clamp(0.0, window_sec);
             no_speech = no_speech.max(r.no_speech_prob);
-            segments.extend(self.segments(ids, offset, span, r.no_speech_prob));
+            let mut window = self.segments(ids, offset, span, r.no_speech_prob);
+            if attempt.word_timestamps {
+                let mut timed = self.words(r, attempt.language);
+                words::tidy(&mut timed);
+                let counts: Vec<usize> = window.iter().map(|(_, n)| *n).collect();
+                // Words in seconds of the clip, inside the real audio.
+                let placed = words::assign(timed, &counts, offset, total);
+                for ((segment, _), words) in window.iter_mut().zip(placed) {
+                    segment.words = words;
+                }
+            }
+            segments.extend(
+                window
+                    .into_iter()
+                    .map(|(segment, _)| segment)
+                    .filter(|s| !s.text.trim().is_empty()),
+            );
             // CTranslate2 reports the sum of log probabilities divided by
             // length^penalty; undo that as faster-whisper does to get the
             // mean per token (counting the end token).

@@ -195,4 +195,59 @@ void stt_ct2_results_free(stt_ct2_result *results, size_t batch) {
   }
 }
 
+int stt_ct2_align(stt_ct2_replica *replica, const stt_ct2_encoded *encoded,
+                  const size_t *start_sequence, size_t start_len, const size_t *tokens,
+                  const size_t *counts, const size_t *num_frames, size_t median_filter_width,
+                  stt_ct2_alignment *out, char **err) {
+  size_t batch = 0;
+  return guarded(err, [&] {
+    batch = static_cast<size_t>(encoded->view.dim(0));
+    for (size_t b = 0; b < batch; ++b) out[b] = stt_ct2_alignment{nullptr, 0, nullptr, 0};
+    std::vector<size_t> start(start_sequence, start_sequence + start_len);
+    std::vector<std::vector<size_t>> text;
+    std::vector<size_t> frames(num_frames, num_frames + batch);
+    size_t at = 0;
+    for (size_t b = 0; b < batch; ++b) {
+      text.emplace_back(tokens + at, tokens + at + counts[b]);
+      at += counts[b];
+    }
+    auto futures = replica->pool->align(encoded->view, start, text, frames,
+                                        static_cast<ctranslate2::dim_t>(median_filter_width));
+    for (size_t b = 0; b < batch && b < futures.size(); ++b) {
+      const auto r = futures[b].get();
+      stt_ct2_alignment &dst = out[b];
+      // The DTW path visits every text row in order; the first time index
+      // of each row is where that token starts.
+      std::vector<long long> starts;
+      long long last_row = -1;
+      for (const auto &step : r.alignments) {
+        if (step.first >= 0 && step.first != last_row) {
+          starts.push_back(static_cast<long long>(step.second));
+          last_row = step.first;
+        }
+      }
+      if (!starts.empty()) {
+        dst.starts = static_cast<long long *>(std::malloc(sizeof(long long) * starts.size()));
+        if (!dst.starts) throw std::bad_alloc();
+        std::copy(starts.begin(), starts.end(), dst.starts);
+        dst.n_starts = starts.size();
+      }
+      if (!r.text_token_probs.empty()) {
+        dst.probs = static_cast<float *>(std::malloc(sizeof(float) * r.text_token_probs.size()));
+        if (!dst.probs) throw std::bad_alloc();
+        std::copy(r.text_token_probs.begin(), r.text_token_probs.end(), dst.probs);
+        dst.n_probs = r.text_token_probs.size();
+      }
+    }
+  });
+}
+
+void stt_ct2_alignments_free(stt_ct2_alignment *out, size_t batch) {
+  for (size_t b = 0; b < batch; ++b) {
+    std::free(out[b].starts);
+    std::free(out[b].probs);
+    out[b] = stt_ct2_alignment{nullptr, 0, nullptr, 0};
+  }
+}
+
 }  // extern "C"

@@ -81,6 +81,29 @@ int stt_ct2_generate(stt_ct2_replica *replica, const stt_ct2_encoded *encoded,
                      stt_ct2_result *results, char **err);
 void stt_ct2_results_free(stt_ct2_result *results, size_t batch);
 
+typedef struct {
+  /* encoder position (0.02 s each, window-relative) where each text token
+   * starts, then where the last one ends: n_tokens + 1 entries */
+  long long *starts;
+  size_t n_starts;
+  /* probability of each text token */
+  float *probs;
+  size_t n_probs;
+} stt_ct2_alignment;
+
+/* Word-level timing: aligns each row's text tokens to the encoder output
+ * through the model's alignment heads (cross-attention and DTW).
+ * start_sequence: <|startoftranscript|> and, on multilingual models, the
+ * language and task (no prompt, no <|notimestamps|>); tokens: every row's
+ * text tokens one after another, counts[b] of them for row b; num_frames:
+ * mel frames of real audio per row. out: one entry per row, freed with
+ * stt_ct2_alignments_free. */
+int stt_ct2_align(stt_ct2_replica *replica, const stt_ct2_encoded *encoded,
+                  const size_t *start_sequence, size_t start_len, const size_t *tokens,
+                  const size_t *counts, const size_t *num_frames, size_t median_filter_width,
+                  stt_ct2_alignment *out, char **err);
+void stt_ct2_alignments_free(stt_ct2_alignment *out, size_t batch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,8 @@ pub struct Tokens {
     pub transcribe: Option<usize>,
     pub translate: Option<usize>,
     pub no_timestamps: usize,
+    /// `<|startofprev|>`: what precedes a prompt's text.
+    pub sot_prev: Option<usize>,
     /// `<|0.00|>`; later timestamps follow it in 20 ms steps.
     pub timestamp_begin: Option<usize>,
 }
@@ -51,6 +53,7 @@ impl Tokens {
             eot: vocab.eot,
             sot: need("<|startoftranscript|>")?,
             no_timestamps: need("<|notimestamps|>")?,
+            sot_prev: special.get("<|startofprev|>").copied(),
             transcribe: special.get("<|transcribe|>").copied(),
             translate: special.get("<|translate|>").copied(),
             timestamp_begin: special.get("<|0.00|>").copied(),
@@ -73,6 +76,12 @@ impl Tokens {
             }
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The raw bytes of a text token (a token may end inside a UTF-8
+    /// character).
+    pub fn bytes(&self, id: usize) -> &[u8] {
+        self.text.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// Seconds a timestamp token stands for, if `id` is one.

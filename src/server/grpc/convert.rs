@@ -102,6 +102,17 @@ impl From<Update> for pb::SttResult {
             probability: u.probability,
             committed_text: u.committed_text,
             unstable_text: u.unstable_text,
+            words: u
+                .words
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| pb::Word {
+                    word: w.word,
+                    start_sec: w.start_sec,
+                    end_sec: w.end_sec,
+                    probability: f64::from(w.probability),
+                })
+                .collect(),
         }
     }
 }

@@ -8,13 +8,7 @@ use crate::server::session::DecodeTimings;
 /// Request metadata key carrying the session id.
 pub const SESSION_ID: &str = "session-id";
 
-/// Trailer keys, in the original's names.
-pub const BUFFER_WAIT: &str = "stt-decode-buffer-wait-sec";
-pub const QUEUE_WAIT: &str = "stt-decode-queue-wait-sec";
-pub const INFERENCE: &str = "stt-decode-inference-sec";
-pub const EMIT: &str = "stt-decode-response-emit-sec";
-pub const TOTAL: &str = "stt-decode-total-sec";
-pub const COUNT: &str = "stt-decode-count";
+pub use crate::server::session::timing::{BUFFER_WAIT, COUNT, EMIT, INFERENCE, QUEUE_WAIT, TOTAL};
 
 /// The session id from request metadata, if present and printable.
 pub fn session_id(md: &MetadataMap) -> Option<String> {
@@ -27,19 +21,11 @@ pub fn session_id(md: &MetadataMap) -> Option<String> {
 
 /// Writes the timing totals as trailers (seconds, 6 decimals).
 pub fn add_timings(md: &mut MetadataMap, t: &DecodeTimings) {
-    let secs = [
-        (BUFFER_WAIT, t.buffer_wait),
-        (QUEUE_WAIT, t.queue_wait),
-        (INFERENCE, t.inference),
-        (EMIT, t.emit),
-        (TOTAL, t.total()),
-    ];
-    for (key, d) in secs {
-        if let Ok(v) = MetadataValue::try_from(format!("{:.6}", d.as_secs_f64())) {
+    for (key, value) in t.trailers() {
+        if let Ok(v) = MetadataValue::try_from(value) {
             md.insert(key, v);
         }
     }
-    md.insert(COUNT, MetadataValue::from(t.count));
 }
 
 #[cfg(test)]

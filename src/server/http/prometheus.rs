@@ -64,6 +64,13 @@ impl Collector for Snapshot {
         )?;
         labelled_counters(
             e,
+            "stt_sessions_by_transport",
+            "Streams started, by transport: grpc, websocket or rest",
+            "transport",
+            &s.sessions_started_by_transport,
+        )?;
+        labelled_counters(
+            e,
             "stt_sessions_ended",
             "Streams ended, by reason: completed, client_gone or the error code",
             "reason",

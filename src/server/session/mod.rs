@@ -46,6 +46,8 @@ pub struct Update {
     pub probability: f64,
     pub committed_text: String,
     pub unstable_text: String,
+    /// Word timings in session seconds, when the session asked for them.
+    pub words: Option<Vec<crate::engine::Word>>,
 }
 
 /// The client's side of the stream went away (reset, broken connection).

@@ -99,6 +99,56 @@ pub struct SessionOptions {
     pub token_required: bool,
     /// The API key the client presented, if any (for per-key metrics).
     pub api_key: Option<String>,
+    /// `attributes["word_timestamps"]`: finals carry word timings.
+    pub word_timestamps: bool,
+    /// `attributes["prompt"]`: initial prompt / hotwords for every decode.
+    pub prompt: Option<Arc<str>>,
+}
+
+/// Attribute asking for word timings on finals.
+pub const WORD_TIMESTAMPS_ATTRIBUTE: &str = "word_timestamps";
+/// Attribute carrying the initial prompt.
+pub const PROMPT_ATTRIBUTE: &str = "prompt";
+/// Longest prompt accepted, in characters: Whisper keeps at most 223
+/// tokens of it, and a token is rarely shorter than a character.
+pub const MAX_PROMPT_CHARS: usize = 1000;
+
+/// A boolean attribute: `true`/`1`/`yes` or `false`/`0`/`no`/empty.
+fn flag(attributes: &BTreeMap<String, String>, key: &str) -> Result<bool, SttError> {
+    match attributes.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) => match v.as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            _ => Err(SttError::new(
+                ErrorCode::Err1010,
+                format!("attribute {key} must be true or false, got {v:?}"),
+            )),
+        },
+    }
+}
+
+/// The prompt attribute, checked: printable text of a sensible length.
+fn prompt(attributes: &BTreeMap<String, String>) -> Result<Option<Arc<str>>, SttError> {
+    let Some(text) = attributes.get(PROMPT_ATTRIBUTE).map(|p| p.trim()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_PROMPT_CHARS {
+        return Err(SttError::new(
+            ErrorCode::Err1010,
+            format!("the prompt is longer than {MAX_PROMPT_CHARS} characters; Whisper keeps only its last 223 tokens"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(SttError::new(
+            ErrorCode::Err1010,
+            "the prompt holds control characters: send plain text",
+        ));
+    }
+    Ok((!text.is_empty()).then(|| Arc::from(text)))
 }
 
 /// Longest session id we accept; ids travel in metadata and logs.
@@ -227,8 +277,12 @@ impl SessionOptions {
             (Some("en".to_string()), None)
         };
 
+        let word_timestamps = flag(&req.attributes, WORD_TIMESTAMPS_ATTRIBUTE)?;
+        let prompt = prompt(&req.attributes)?;
         Ok(Self {
             id,
+            word_timestamps,
+            prompt,
             attributes: req.attributes,
             vad_mode: req.vad_mode.unwrap_or(VadMode::Continue),
             vad_silence,

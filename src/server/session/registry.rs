@@ -144,6 +144,11 @@ impl Registry {
         })
     }
 
+    /// Whether `id` is created and waiting for its stream.
+    pub fn is_waiting(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|e| !e.streaming)
+    }
+
     /// Drops sessions that were created but never streamed within `idle`.
     pub fn reap(&self, idle: Duration) -> usize {
         let mut sessions = self.lock();
@@ -198,6 +203,8 @@ mod tests {
             profile: Profile::Realtime,
             token_required: token,
             api_key: None,
+            word_timestamps: false,
+            prompt: None,
         }
     }
 

@@ -5,6 +5,15 @@
 
 use std::time::Duration;
 
+/// Trailer keys, in the original's names (gRPC trailing metadata, the
+/// WebSocket `done` frame).
+pub const BUFFER_WAIT: &str = "stt-decode-buffer-wait-sec";
+pub const QUEUE_WAIT: &str = "stt-decode-queue-wait-sec";
+pub const INFERENCE: &str = "stt-decode-inference-sec";
+pub const EMIT: &str = "stt-decode-response-emit-sec";
+pub const TOTAL: &str = "stt-decode-total-sec";
+pub const COUNT: &str = "stt-decode-count";
+
 /// Phases of one decode.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DecodePhases {
@@ -41,6 +50,19 @@ impl DecodeTimings {
 
     pub fn total(&self) -> Duration {
         self.buffer_wait + self.queue_wait + self.inference + self.emit
+    }
+
+    /// The totals as trailers: seconds with 6 decimals, then the count.
+    pub fn trailers(&self) -> [(&'static str, String); 6] {
+        let secs = |d: Duration| format!("{:.6}", d.as_secs_f64());
+        [
+            (BUFFER_WAIT, secs(self.buffer_wait)),
+            (QUEUE_WAIT, secs(self.queue_wait)),
+            (INFERENCE, secs(self.inference)),
+            (EMIT, secs(self.emit)),
+            (TOTAL, secs(self.total())),
+            (COUNT, self.count.to_string()),
+        ]
     }
 }
 

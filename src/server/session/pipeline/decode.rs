@@ -156,9 +156,11 @@ impl Pipeline {
         let cancel = self.cancel.child_token();
         let profile = match kind {
             DecodeKind::Partial => Profile::Realtime,
-            DecodeKind::Final => self.opts.profile,
+            // A stream has no batch decodes; they are finals if anything.
+            DecodeKind::Final | DecodeKind::Batch => self.opts.profile,
         };
-        let params = self.params(profile);
+        let mut params = self.params(profile);
+        params.word_timestamps = kind != DecodeKind::Partial && self.opts.word_timestamps;
         let (scheduler, engine) = (&self.deps.scheduler, self.model.engine());
         let ticket = match kind {
             DecodeKind::Partial => {
@@ -166,7 +168,9 @@ impl Pipeline {
                 let deadline = Instant::now() + samples_to_duration(self.partial_interval);
                 scheduler.try_partial(engine, audio, params, cancel.clone(), deadline)
             }
-            DecodeKind::Final => scheduler.try_final(engine, audio, params, cancel.clone(), ended),
+            DecodeKind::Final | DecodeKind::Batch => {
+                scheduler.try_final(engine, audio, params, cancel.clone(), ended)
+            }
         }?;
         Some(InFlight {
             kind,
@@ -196,6 +200,9 @@ impl Pipeline {
             audio_ctx: None,
             speech_sec: None,
             detection: detect.then(|| self.detection.clone()),
+            // Finals only: partials change too fast for word times to help.
+            word_timestamps: false,
+            prompt: self.opts.prompt.clone(),
         }
     }
 
@@ -334,7 +341,8 @@ impl Pipeline {
         }
         let buffer_wait = self.buffer_wait(end);
         let ended = self.ended_at(end);
-        let params = self.params(self.opts.profile);
+        let mut params = self.params(self.opts.profile);
+        params.word_timestamps = self.opts.word_timestamps;
         let ticket = self
             .deps
             .scheduler
@@ -466,6 +474,19 @@ impl Pipeline {
             probability: f64::from(t.language_probability),
             committed_text: split.committed,
             unstable_text: split.unstable,
+            words: (is_final && self.opts.word_timestamps).then(|| {
+                let offset = start as f64 / 16_000.0;
+                t.segments
+                    .iter()
+                    .flat_map(|s| &s.words)
+                    .map(|w| engine::Word {
+                        word: w.word.clone(),
+                        start_sec: offset + w.start_sec,
+                        end_sec: offset + w.end_sec,
+                        probability: w.probability,
+                    })
+                    .collect()
+            }),
         }
     }
 

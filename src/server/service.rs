@@ -1,0 +1,325 @@
+//! The session service every transport adapts. gRPC, WebSocket and REST
+//! only translate their wire format into calls on [`SessionService`]:
+//! admission, option defaults, the model lease, the session registry, the
+//! session task and its metrics live here once, so a session is validated,
+//! limited and counted the same way whichever door it came through.
+
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::error::{ErrorCode, SttError};
+use crate::server::batch::{self, FileTranscript};
+use crate::server::metrics::ServerMetrics;
+use crate::server::model_registry::{ModelLease, ModelRegistry};
+use crate::server::session::{
+    self, Chunk, Claim, Defaults, Disconnected, Registry, SessionDeps, SessionOptions,
+    SessionReport, SessionRequest, Stop, Update,
+};
+
+/// Session attribute naming the model to decode with (default model when
+/// absent); echoed back with the id actually used.
+pub const MODEL_ID_ATTRIBUTE: &str = "model_id";
+
+/// Results buffered between a session task and its transport; a client that
+/// reads slowly makes the session wait (backpressure), never drops a final.
+const UPDATE_CAPACITY: usize = 32;
+
+/// Which door a session came through (the `transport` metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Grpc,
+    WebSocket,
+    Rest,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Self::Grpc, Self::WebSocket, Self::Rest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::WebSocket => "websocket",
+            Self::Rest => "rest",
+        }
+    }
+}
+
+/// A registered session, as CreateSession answers it.
+#[derive(Debug)]
+pub struct Created {
+    pub options: SessionOptions,
+    /// Issued when the client asked for one (`require_token`).
+    pub token: Option<String>,
+}
+
+/// A running session: its results as they come, then how it ended.
+pub struct Running {
+    /// The settings the session runs with.
+    pub options: Arc<SessionOptions>,
+    pub updates: mpsc::Receiver<Update>,
+    pub ended: Ended,
+}
+
+/// How a running session ended, once it has.
+pub struct Ended(oneshot::Receiver<SessionReport>);
+
+impl Ended {
+    /// Waits for the session's report (sent after its last update).
+    pub async fn report(self) -> SessionReport {
+        self.0.await.unwrap_or_else(|_| SessionReport {
+            timings: Default::default(),
+            outcome: Err(SttError::new(
+                ErrorCode::Err3002,
+                "the session ended unexpectedly",
+            )),
+            client_gone: false,
+        })
+    }
+}
+
+/// Shared state of the session service; cheap to clone.
+#[derive(Clone)]
+pub struct SessionService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    models: ModelRegistry,
+    deps: Arc<SessionDeps>,
+    defaults: Defaults,
+    stop: Stop,
+    /// Every session task, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// Cancelled once shutdown begins: no new sessions.
+    closing: CancellationToken,
+}
+
+impl SessionService {
+    pub fn new(
+        registry: Registry,
+        models: ModelRegistry,
+        deps: Arc<SessionDeps>,
+        defaults: Defaults,
+        stop: Stop,
+        tracker: TaskTracker,
+        closing: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                models,
+                deps,
+                defaults,
+                stop,
+                tracker,
+                closing,
+            }),
+        }
+    }
+
+    pub fn deps(&self) -> &Arc<SessionDeps> {
+        &self.inner.deps
+    }
+
+    pub fn models(&self) -> &ModelRegistry {
+        &self.inner.models
+    }
+
+    pub fn metrics(&self) -> &Arc<ServerMetrics> {
+        &self.inner.deps.metrics
+    }
+
+    /// The server's session defaults (before a model's facts are added).
+    pub fn defaults(&self) -> &Defaults {
+        &self.inner.defaults
+    }
+
+    /// Refuses new work once shutdown has begun.
+    pub fn admit(&self) -> Result<(), SttError> {
+        if self.inner.closing.is_cancelled() {
+            return Err(SttError::new(
+                ErrorCode::Err2004,
+                "server is shutting down and accepts no new sessions",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logs a refusal once, counts it, and hands it back for the client.
+    pub fn refuse(&self, session_id: &str, op: &str, e: SttError) -> SttError {
+        log_error(session_id, op, &e);
+        self.metrics().count_error(e.code);
+        e
+    }
+
+    /// Leases the model `req` names (the default when none) and resolves
+    /// its options against the server defaults and that model's facts.
+    pub fn resolve(&self, req: SessionRequest) -> Result<(SessionOptions, ModelLease), SttError> {
+        let models = &self.inner.models;
+        let model = models.lease(req.attributes.get(MODEL_ID_ATTRIBUTE).map(String::as_str))?;
+        let defaults = Defaults {
+            multilingual: model.engine().multilingual(),
+            model_id: model.id().to_string(),
+            multilingual_models: models
+                .list()
+                .into_iter()
+                .filter(|m| m.status == "ready" && m.multilingual == Some(true))
+                .map(|m| m.id)
+                .collect(),
+            ..self.inner.defaults.clone()
+        };
+        let mut opts = SessionOptions::resolve(req, &defaults)?;
+        opts.attributes
+            .insert(MODEL_ID_ATTRIBUTE.to_string(), model.id().to_string());
+        Ok((opts, model))
+    }
+
+    /// CreateSession: validates, leases the model, registers the session
+    /// under the one admission limit. Refusals are logged and counted.
+    pub fn create(&self, req: SessionRequest) -> Result<Created, SttError> {
+        let id = req.session_id.clone();
+        let result = self.admit().and_then(|()| {
+            let (options, model) = self.resolve(req)?;
+            let token = self.inner.registry.create(options.clone(), Some(model))?;
+            Ok(Created { options, token })
+        });
+        match result {
+            Ok(c) => {
+                tracing::info!(session_id = %id, "session created");
+                Ok(c)
+            }
+            Err(e) => Err(self.refuse(&id, "CreateSession", e)),
+        }
+    }
+
+    /// Whether `id` names a created session whose stream has not started.
+    pub fn is_waiting(&self, id: &str) -> bool {
+        self.inner.registry.is_waiting(id)
+    }
+
+    /// Starts the stream of a created session: claims it and spawns its
+    /// task, which reads `inbound` until the stream ends.
+    pub fn start<S>(&self, id: &str, inbound: S, transport: Transport) -> Result<Running, SttError>
+    where
+        S: Stream<Item = Result<Chunk, Disconnected>> + Send + Unpin + 'static,
+    {
+        let claim = self
+            .admit()
+            .and_then(|()| self.inner.registry.claim(id))
+            .map_err(|e| self.refuse(id, "StreamingRecognize", e))?;
+        Ok(self.spawn(claim, inbound, transport))
+    }
+
+    /// Transcribes a whole file as one session: admitted, counted and
+    /// registered like a stream, decoded through the live scheduler. If the
+    /// caller goes away (the HTTP client hung up) the decodes are cancelled.
+    pub async fn transcribe_file(
+        &self,
+        req: SessionRequest,
+        samples: Arc<[f32]>,
+    ) -> Result<FileTranscript, SttError> {
+        let id = req.session_id.clone();
+        self.create(req)?;
+        let claim = self
+            .inner
+            .registry
+            .claim(&id)
+            .map_err(|e| self.refuse(&id, "transcribe", e))?;
+        let cancel = self.inner.stop.abort.child_token();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let deps = self.inner.deps.clone();
+        let metrics = self.metrics().clone();
+        metrics.session_started(Transport::Rest);
+        let span = tracing::info_span!("session", session_id = %id, transport = "rest");
+        let task = self.inner.tracker.spawn(
+            async move {
+                let started = std::time::Instant::now();
+                let result = batch::transcribe(&deps, &claim, samples, cancel).await;
+                let report = SessionReport {
+                    timings: result.as_ref().map(|t| t.timings).unwrap_or_default(),
+                    outcome: result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| SttError::new(e.code, e.message.clone())),
+                    client_gone: false,
+                };
+                metrics.session_ended(&report);
+                match &result {
+                    Ok(t) => tracing::info!(
+                        audio_sec = t.duration_sec,
+                        segments = t.segments.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "file transcribed"
+                    ),
+                    Err(e) => log_error("", "transcribe", e),
+                }
+                drop(claim);
+                result
+            }
+            .instrument(span),
+        );
+        task.await.unwrap_or_else(|e| {
+            Err(SttError::new(ErrorCode::Err3002, "the transcription task failed").with_source(e))
+        })
+    }
+
+    fn spawn<S>(&self, claim: Claim, inbound: S, transport: Transport) -> Running
+    where
+        S: Stream<Item = Result<Chunk, Disconnected>> + Send + Unpin + 'static,
+    {
+        let options = claim.options.clone();
+        let (tx, rx) = mpsc::channel(UPDATE_CAPACITY);
+        let (report_tx, report_rx) = oneshot::channel::<SessionReport>();
+        let deps = self.inner.deps.clone();
+        let stop = self.inner.stop.clone();
+        let metrics = self.metrics().clone();
+        let span = tracing::info_span!(
+            "session",
+            session_id = %claim.options.id,
+            transport = transport.as_str()
+        );
+        metrics.session_started(transport);
+        self.inner.tracker.spawn(
+            async move {
+                tracing::debug!("stream started");
+                let report = session::run(deps, claim, inbound, tx, stop).await;
+                metrics.session_ended(&report);
+                match &report.outcome {
+                    Ok(()) if report.client_gone => tracing::debug!("client went away"),
+                    Ok(()) => tracing::info!(decodes = report.timings.count, "stream completed"),
+                    Err(e) => log_error("", "StreamingRecognize", e),
+                }
+                let _ = report_tx.send(report);
+            }
+            .instrument(span),
+        );
+        Running {
+            options,
+            updates: rx,
+            ended: Ended(report_rx),
+        }
+    }
+}
+
+/// Logs a coded error once at the level its family deserves.
+fn log_error(session_id: &str, op: &str, e: &SttError) {
+    let code = e.code.as_str();
+    let cause = e.source.as_ref().map(|s| s.to_string()).unwrap_or_default();
+    if code.starts_with("ERR1") {
+        if session_id.is_empty() {
+            tracing::warn!(op, code, "{}", e.message);
+        } else {
+            tracing::warn!(op, code, session_id, "{}", e.message);
+        }
+    } else if session_id.is_empty() {
+        tracing::error!(op, code, cause, "{}", e.message);
+    } else {
+        tracing::error!(op, code, session_id, cause, "{}", e.message);
+    }
+}
