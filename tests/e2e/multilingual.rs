@@ -260,3 +260,80 @@ fn stt_file_with_a_language_prints_finals_marked_with_it() {
     }
     assert!(has_any(&stdout, &["morgen", "kaffee"]), "{stdout}");
 }
+
+#[tokio::test]
+async fn rest_translates_and_ws_picks_the_model_with_a_language() {
+    let server = both_models();
+    // REST: German speech to English text on base; the English-only
+    // default refuses with ERR1010 naming base.
+    let wav = speak("ml_de", "de", DE);
+    let (status, body) = crate::rest::curl(
+        &server,
+        "/v1/audio/translations",
+        &wav,
+        &[("model", "base"), ("response_format", "verbose_json")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["task"], "translate");
+    let text = v["text"].as_str().unwrap_or_default();
+    assert!(has_any(text, &["coffee", "morning"]), "{text:?}");
+    assert!(
+        !has_any(text, &["kaffee", "morgen"]),
+        "left untranslated: {text:?}"
+    );
+    let (status, body) = crate::rest::curl(&server, "/v1/audio/translations", &wav, &[]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("ERR1010") && body.contains("base"), "{body}");
+
+    // WebSocket: model_id and language_code as over gRPC.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/ws/stream", server.web.expect("data plane"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let start =
+        serde_json::json!({"type": "start", "data": {"model_id": "base", "language_code": "de"}});
+    ws.send(Message::Text(start.to_string().into()))
+        .await
+        .expect("start");
+    let audio = speech_in("de", "ml_de", DE);
+    let mut frames: Vec<serde_json::Value> = Vec::new();
+    let pcm: Vec<u8> = audio
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    for chunk in pcm.chunks(3200) {
+        ws.send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .expect("audio");
+    }
+    ws.send(Message::Text(r#"{"type":"end"}"#.into()))
+        .await
+        .expect("end");
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+        match msg {
+            Message::Text(t) => frames.push(serde_json::from_str(&t).expect("JSON")),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let session = frames
+        .iter()
+        .find(|f| f["type"] == "session")
+        .expect("session frame");
+    assert_eq!(session["model_id"], "base", "{session}");
+    assert_eq!(session["language_code"], "de", "{session}");
+    let finals: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "result" && f["is_final"] == true)
+        .map(|f| f["text"].as_str().unwrap_or_default())
+        .collect();
+    let text = finals.join(" ");
+    assert!(has_any(&text, &["morgen", "kaffee"]), "{text:?}");
+    assert!(frames
+        .iter()
+        .filter(|f| f["type"] == "result")
+        .all(|f| f["language_code"] == "de"));
+}

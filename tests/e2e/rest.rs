@@ -331,3 +331,28 @@ fn openai_python() -> PathBuf {
     );
     PathBuf::from(p)
 }
+
+#[test]
+fn rest_takes_the_api_key_as_a_bearer_token() {
+    let server = TestServer::start(|s| s.server.server.require_api_key = true);
+    let wav = std::fs::read(hello()).unwrap();
+    let send = |key: Option<&str>| {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}{TRANSCRIBE}", server.web_url()))
+            .multipart(Form::new().part("file", file_part(wav.clone(), "hello.wav")))
+            .timeout(std::time::Duration::from_secs(120));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().expect("JSON"))
+    };
+    let (s, b) = send(None);
+    assert_eq!(s, 401, "{b}");
+    assert_eq!(b["error"]["code"], "ERR1009", "{b}");
+    assert_eq!(b["error"]["type"], "authentication_error", "{b}");
+    let (s, b) = send(Some("team-key"));
+    assert_eq!(s, 200, "{b}");
+    assert_words(HELLO, b["text"].as_str().unwrap(), 0.8);
+}
