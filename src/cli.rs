@@ -35,6 +35,44 @@ pub enum Command {
     Models(ModelsArgs),
     /// Transcribe audio files offline (no server): VAD segments, then decode.
     Transcribe(TranscribeArgs),
+    /// Manage the API keys file a server checks (auth.keys_file).
+    Keys(KeysArgs),
+}
+
+/// `stt keys`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// The keys file (the server's auth.keys_file).
+    #[arg(long, env = "STT_KEYS_FILE", value_name = "YAML")]
+    pub file: PathBuf,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Add a key; its secret is printed once, only its hash is stored.
+    Add {
+        /// Shown in metrics and logs in place of the key.
+        #[arg(long)]
+        id: String,
+        /// Who the key is for.
+        #[arg(long)]
+        name: Option<String>,
+        /// Sessions the key may hold open at once.
+        #[arg(long, value_name = "N")]
+        max_sessions: Option<usize>,
+        /// Model ids the key may use (comma-separated; default: any).
+        #[arg(long, value_delimiter = ',', value_name = "ID,…")]
+        models: Vec<String>,
+    },
+    /// List the keys: id, state, limits, name (never secrets).
+    List,
+    /// Refuse a key from now on (running servers notice within a second).
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// The session flags every client shares (file, batch, mic, bench). Each one

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     Err1010,
     /// Malformed audio: odd-length PCM16, absurd sample rate. (Ours.)
     Err1011,
+    /// API key not accepted: not listed, or revoked. (Ours.)
+    Err1012,
+    /// The API key may not do this (a model it is not allowed). (Ours.)
+    Err1013,
     /// Decode timed out waiting for pending tasks.
     Err2001,
     /// Decode task failed.
@@ -60,7 +64,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::Err1001,
         Self::Err1002,
         Self::Err1003,
@@ -72,6 +76,8 @@ impl ErrorCode {
         Self::Err1009,
         Self::Err1010,
         Self::Err1011,
+        Self::Err1012,
+        Self::Err1013,
         Self::Err2001,
         Self::Err2002,
         Self::Err2003,
@@ -101,6 +107,8 @@ impl ErrorCode {
             Self::Err1009 => "ERR1009",
             Self::Err1010 => "ERR1010",
             Self::Err1011 => "ERR1011",
+            Self::Err1012 => "ERR1012",
+            Self::Err1013 => "ERR1013",
             Self::Err2001 => "ERR2001",
             Self::Err2002 => "ERR2002",
             Self::Err2003 => "ERR2003",
@@ -125,8 +133,8 @@ impl ErrorCode {
                 Code::InvalidArgument
             }
             Self::Err1002 => Code::AlreadyExists,
-            Self::Err1004 | Self::Err1009 => Code::Unauthenticated,
-            Self::Err1005 => Code::PermissionDenied,
+            Self::Err1004 | Self::Err1009 | Self::Err1012 => Code::Unauthenticated,
+            Self::Err1005 | Self::Err1013 => Code::PermissionDenied,
             Self::Err1006 => Code::DeadlineExceeded,
             Self::Err1008 => Code::ResourceExhausted,
             Self::Err2001 | Self::Err2002 => Code::Internal,
@@ -153,8 +161,8 @@ impl ErrorCode {
             Self::Err4005 => 403,
             Self::Err4006 => 400,
             Self::Err4007 => 404,
-            Self::Err1004 | Self::Err1009 => 401,
-            Self::Err1005 => 403,
+            Self::Err1004 | Self::Err1009 | Self::Err1012 => 401,
+            Self::Err1005 | Self::Err1013 => 403,
             Self::Err1002 => 409,
             Self::Err1006 => 408,
             Self::Err1008 => 429,

@@ -17,9 +17,11 @@
 //!   HTTP control plane.
 //! - [`models`]: model provisioning (`stt models`) and where files live.
 //! - [`transcribe`]: offline transcription (`stt transcribe`).
+//! - [`auth`]: API keys (`stt keys`) and how a server checks them.
 //! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
 
 pub mod audio;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Transcribe(args) => stt::transcribe::run(args),
         Command::Models(args) => stt::models::run(args),
+        Command::Keys(args) => stt::auth::command::run(args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

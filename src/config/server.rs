@@ -19,6 +19,31 @@ pub struct ServerFile {
     pub metrics: MetricsSection,
     pub storage: StorageSection,
     pub health: HealthSection,
+    pub auth: AuthSection,
+}
+
+/// `auth:` — who may open a session. (Ours, after the original's later
+/// `create_session_auth_profile`.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// YAML list of API keys (id, SHA-256 of the secret, limits), managed
+    /// with `stt keys`; also `STT_API_KEYS=id=secret,…`.
+    pub keys_file: Option<PathBuf>,
+    pub create_session_auth_profile: AuthProfile,
+}
+
+/// What CreateSession must present.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthProfile {
+    /// `api_key` when a key list is configured (or `require_api_key`),
+    /// else `none`.
+    #[default]
+    Auto,
+    None,
+    /// A listed API key (any non-empty key when no list is configured).
+    ApiKey,
 }
 
 /// `server:`

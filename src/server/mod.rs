@@ -34,7 +34,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::KeyStore;
 use crate::cli::ServeArgs;
+use crate::config::server::AuthProfile;
 use crate::engine::{EngineConfig, ModelSource};
 use crate::vad::{VadConfig, VadPool};
 use metrics::ServerMetrics;
@@ -61,6 +63,8 @@ pub struct BoundServer {
     registry: Registry,
     deps: Arc<SessionDeps>,
     metrics: Arc<ServerMetrics>,
+    /// API keys sessions are checked against, if configured.
+    keys: Option<KeyStore>,
 }
 
 impl BoundServer {
@@ -135,9 +139,14 @@ impl BoundServer {
             format!("cannot listen for HTTP on {http_bind} (server.metrics_port / --metrics-port)")
         })?;
         let http_addr = http_listener.local_addr()?;
-        let web_listener = match s.ws_port {
-            0 => None,
-            port => {
+        let web_port = match (settings.web_any_port, s.ws_port) {
+            (true, _) => Some(0),
+            (false, 0) => None,
+            (false, port) => Some(port),
+        };
+        let web_listener = match web_port {
+            None => None,
+            Some(port) => {
                 let bind = format!("{}:{port}", s.host);
                 Some(TcpListener::bind(&bind).await.with_context(|| {
                     format!("cannot listen for WebSocket/REST on {bind} (server.ws_port / --ws-port; 0 turns it off)")
@@ -148,6 +157,15 @@ impl BoundServer {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let keys_env = std::env::var(crate::auth::KEYS_ENV).ok();
+        let keys = KeyStore::load(
+            settings.server.auth.keys_file.as_deref(),
+            keys_env.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e} (auth.keys_file / {})", crate::auth::KEYS_ENV))?;
+        if let Some(k) = &keys {
+            tracing::info!(keys = k.len(), "API keys loaded: sessions must present one");
+        }
         let h = &settings.server.health;
         let decode_health = Arc::new(DecodeHealth::new(
             secs(h.window_sec),
@@ -214,6 +232,7 @@ impl BoundServer {
             models,
             deps,
             metrics,
+            keys,
             settings,
         })
     }
@@ -230,16 +249,23 @@ impl BoundServer {
         };
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
-        let defaults = self.settings.session_defaults();
-        let service = SessionService::new(
-            self.registry.clone(),
-            self.models.clone(),
-            self.deps.clone(),
+        let mut defaults = self.settings.session_defaults();
+        let auth = &self.settings.server.auth;
+        defaults.require_api_key = match auth.create_session_auth_profile {
+            AuthProfile::None => false,
+            AuthProfile::ApiKey => true,
+            AuthProfile::Auto => defaults.require_api_key || self.keys.is_some(),
+        };
+        let service = SessionService::new(service::Parts {
+            registry: self.registry.clone(),
+            models: self.models.clone(),
+            deps: self.deps.clone(),
             defaults,
-            stop.clone(),
-            tracker.clone(),
-            closing.clone(),
-        );
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+            closing: closing.clone(),
+            keys: self.keys.clone(),
+        });
         let backend = grpc::Backend {
             service: service.clone(),
         };

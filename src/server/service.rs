@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::{self, KeyRefusal, KeyStore};
 use crate::error::{ErrorCode, SttError};
 use crate::server::batch::{self, FileTranscript};
 use crate::server::metrics::ServerMetrics;
@@ -85,41 +86,29 @@ impl Ended {
 /// Shared state of the session service; cheap to clone.
 #[derive(Clone)]
 pub struct SessionService {
-    inner: Arc<Inner>,
+    inner: Arc<Parts>,
 }
 
-struct Inner {
-    registry: Registry,
-    models: ModelRegistry,
-    deps: Arc<SessionDeps>,
-    defaults: Defaults,
-    stop: Stop,
+/// What a session service is made of.
+pub struct Parts {
+    pub registry: Registry,
+    pub models: ModelRegistry,
+    pub deps: Arc<SessionDeps>,
+    pub defaults: Defaults,
+    pub stop: Stop,
     /// Every session task, so shutdown can wait for them.
-    tracker: TaskTracker,
+    pub tracker: TaskTracker,
     /// Cancelled once shutdown begins: no new sessions.
-    closing: CancellationToken,
+    pub closing: CancellationToken,
+    /// The API keys sessions must present from (`None`: no list; a key,
+    /// when required, may be any non-empty string).
+    pub keys: Option<KeyStore>,
 }
 
 impl SessionService {
-    pub fn new(
-        registry: Registry,
-        models: ModelRegistry,
-        deps: Arc<SessionDeps>,
-        defaults: Defaults,
-        stop: Stop,
-        tracker: TaskTracker,
-        closing: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                registry,
-                models,
-                deps,
-                defaults,
-                stop,
-                tracker,
-                closing,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
@@ -159,8 +148,13 @@ impl SessionService {
     }
 
     /// Leases the model `req` names (the default when none) and resolves
-    /// its options against the server defaults and that model's facts.
-    pub fn resolve(&self, req: SessionRequest) -> Result<(SessionOptions, ModelLease), SttError> {
+    /// its options against the server defaults and that model's facts,
+    /// then checks the API key: the options keep the key's id (never the
+    /// secret), and the per-key session cap to apply.
+    pub fn resolve(
+        &self,
+        req: SessionRequest,
+    ) -> Result<(SessionOptions, ModelLease, Option<usize>), SttError> {
         let models = &self.inner.models;
         let model = models.lease(req.attributes.get(MODEL_ID_ATTRIBUTE).map(String::as_str))?;
         let defaults = Defaults {
@@ -175,9 +169,51 @@ impl SessionService {
             ..self.inner.defaults.clone()
         };
         let mut opts = SessionOptions::resolve(req, &defaults)?;
+        // The secret is the client's; it is not echoed or kept.
+        opts.attributes.remove("api_key");
+        opts.attributes.remove("api-key");
+        let per_key = match opts.api_key.take() {
+            None => None,
+            Some(secret) => {
+                let key = self.check_key(&secret, model.id())?;
+                opts.api_key = Some(key.0);
+                key.1
+            }
+        };
         opts.attributes
             .insert(MODEL_ID_ATTRIBUTE.to_string(), model.id().to_string());
-        Ok((opts, model))
+        Ok((opts, model, per_key))
+    }
+
+    /// The id a presented key goes by, and its session cap. With no key
+    /// list, any key passes under a short hash of itself.
+    fn check_key(&self, secret: &str, model: &str) -> Result<(String, Option<usize>), SttError> {
+        let Some(store) = &self.inner.keys else {
+            return Ok((auth::anonymous_label(secret), None));
+        };
+        match store.check(secret) {
+            Ok(key) => {
+                if !key.models.is_empty() && !key.models.iter().any(|m| m == model) {
+                    return Err(SttError::new(
+                        ErrorCode::Err1013,
+                        format!(
+                            "API key {} may not use model {model:?}; it may use: {}",
+                            key.id,
+                            key.models.join(", ")
+                        ),
+                    ));
+                }
+                Ok((key.id, key.max_sessions))
+            }
+            Err(KeyRefusal::Unknown) => Err(SttError::new(
+                ErrorCode::Err1012,
+                "API key not accepted: it is not one of this server's keys",
+            )),
+            Err(KeyRefusal::Revoked(id)) => Err(SttError::new(
+                ErrorCode::Err1012,
+                format!("API key {id} was revoked"),
+            )),
+        }
     }
 
     /// CreateSession: validates, leases the model, registers the session
@@ -185,8 +221,11 @@ impl SessionService {
     pub fn create(&self, req: SessionRequest) -> Result<Created, SttError> {
         let id = req.session_id.clone();
         let result = self.admit().and_then(|()| {
-            let (options, model) = self.resolve(req)?;
-            let token = self.inner.registry.create(options.clone(), Some(model))?;
+            let (options, model, per_key) = self.resolve(req)?;
+            let token =
+                self.inner
+                    .registry
+                    .create_limited(options.clone(), Some(model), per_key)?;
             Ok(Created { options, token })
         });
         match result {

@@ -19,6 +19,10 @@ pub struct Settings {
     pub model_path: PathBuf,
     /// The admin API, from the `STT_ADMIN_*` environment.
     pub admin: AdminSettings,
+    /// Bind the data plane to any free port even though `ws_port: 0`
+    /// means off (tests, embedding: the address is
+    /// [`crate::server::BoundServer::web_addr`]). Not a YAML key.
+    pub web_any_port: bool,
 }
 
 /// The admin API's switches (environment variables, as the original's).
@@ -107,6 +111,7 @@ impl Settings {
             model,
             model_path,
             admin: AdminSettings::from_env()?,
+            web_any_port: false,
         })
     }
 
@@ -117,6 +122,7 @@ impl Settings {
             model: ModelFile::default(),
             model_path,
             admin: AdminSettings::default(),
+            web_any_port: false,
         }
     }
 

@@ -16,6 +16,7 @@ mod density;
 mod engine;
 mod errors;
 mod http;
+mod keys;
 mod mic;
 mod models;
 mod multilingual;

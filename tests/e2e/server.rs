@@ -39,9 +39,8 @@ impl TestServer {
         settings.server.server.host = "127.0.0.1".into();
         settings.server.server.port = 0;
         settings.server.server.metrics_port = 0;
-        // `ws_port: 0` turns the data plane off, so it gets a port that was
-        // free a moment ago.
-        settings.server.server.ws_port = free_port();
+        // `ws_port: 0` turns the data plane off; this binds it to any port.
+        settings.web_any_port = true;
         settings.server.server.shutdown_grace_sec = 2.0;
         tweak(&mut settings);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -10,6 +10,16 @@ pub const SESSION_ID: &str = "session-id";
 
 pub use crate::server::session::timing::{BUFFER_WAIT, COUNT, EMIT, INFERENCE, QUEUE_WAIT, TOTAL};
 
+/// The key of an `authorization: Bearer <key>` header, if any.
+pub fn bearer(md: &MetadataMap) -> Option<String> {
+    let value = md.get("authorization")?.to_str().ok()?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!key.is_empty()).then(|| key.to_string())
+}
+
 /// The session id from request metadata, if present and printable.
 pub fn session_id(md: &MetadataMap) -> Option<String> {
     md.get(SESSION_ID)

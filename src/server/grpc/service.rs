@@ -31,10 +31,15 @@ impl SttBackend for Backend {
         &self,
         request: Request<pb::SessionRequest>,
     ) -> Result<Response<pb::SessionResponse>, Status> {
+        let bearer = metadata::bearer(request.metadata());
         let req = request.into_inner();
         let id = req.session_id.clone();
-        let req = SessionRequest::try_from(req)
+        let mut req = SessionRequest::try_from(req)
             .map_err(|e| self.service.refuse(&id, "CreateSession", e))?;
+        // `authorization: Bearer <key>` stands for the api_key attribute.
+        if let Some(key) = bearer {
+            req.attributes.entry("api_key".into()).or_insert(key);
+        }
         let created = self.service.create(req)?;
         Ok(Response::new(session_response(
             &created.options,

@@ -80,12 +80,36 @@ impl Registry {
         options: SessionOptions,
         model: Option<ModelLease>,
     ) -> Result<Option<String>, SttError> {
+        self.create_limited(options, model, None)
+    }
+
+    /// [`Registry::create`], also refusing (ERR1008) when the session's API
+    /// key already holds `per_key` sessions — checked under the same lock
+    /// as admission, so two racing sessions cannot both slip in.
+    pub fn create_limited(
+        &self,
+        options: SessionOptions,
+        model: Option<ModelLease>,
+        per_key: Option<usize>,
+    ) -> Result<Option<String>, SttError> {
         let mut sessions = self.lock();
         if sessions.contains_key(&options.id) {
             return Err(SttError::new(
                 ErrorCode::Err1002,
                 format!("session_id {:?} is already active", options.id),
             ));
+        }
+        if let (Some(max), Some(key)) = (per_key, &options.api_key) {
+            let held = sessions
+                .values()
+                .filter(|e| e.options.api_key.as_ref() == Some(key))
+                .count();
+            if held >= max {
+                return Err(SttError::new(
+                    ErrorCode::Err1008,
+                    format!("API key {key} already holds its {max} sessions (its max_sessions); end one or retry later"),
+                ));
+            }
         }
         let permit = self
             .inner

@@ -207,7 +207,7 @@ async fn transcribe(
 }
 
 /// The `Authorization: Bearer` key, if any.
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let key = value
         .strip_prefix("Bearer ")

@@ -183,18 +183,25 @@ pub fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(web): State<WebState>) -> Response {
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(web): State<WebState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // Browsers cannot set headers on a WebSocket; other clients may send
+    // the key as `Authorization: Bearer` instead of the api_key attribute.
+    let bearer = super::openai::bearer(&headers);
     // A binary frame beyond the chunk limit is refused by the session with
     // ERR1007; frames far beyond it are not even buffered.
     let max = web.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(socket, web))
+        .on_upgrade(move |socket| serve(socket, web, bearer))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 
-async fn serve(socket: WebSocket, web: WebState) {
+async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>) {
     let (mut sink, mut stream) = socket.split();
     let wait = web.service.deps().limits.session_timeout;
     let start = match tokio::time::timeout(wait, first_text(&mut stream)).await {
@@ -209,6 +216,12 @@ async fn serve(socket: WebSocket, web: WebState) {
         )),
     };
     let (frames, mut reader) = spawn_reader(stream);
+    let start = start.map(|mut data| {
+        if let Some(key) = bearer {
+            data.attributes.entry("api_key".into()).or_insert(key);
+        }
+        data
+    });
     let opened = start
         .map_err(|e| web.service.refuse("", "WebSocket start", e))
         .and_then(|data| open(&web, data, frames));
