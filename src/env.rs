@@ -16,6 +16,12 @@ pub const ENV_CT2_FORCE_CPU_ISA: &str = "CT2_FORCE_CPU_ISA";
 pub const ENV_ADMIN_ENABLED: &str = "STT_ADMIN_ENABLED";
 /// Bearer token for the admin API.
 pub const ENV_ADMIN_TOKEN: &str = "STT_ADMIN_TOKEN";
+/// Bearer token `/metrics`, `/metrics.json`, `/system` and a detailed
+/// `/health` require when set.
+pub const ENV_OBSERVABILITY_TOKEN: &str = "STT_OBSERVABILITY_TOKEN";
+/// `minimal`: with an observability token, `/health` still answers without
+/// it, with a bare status (for probes).
+pub const ENV_PUBLIC_HEALTH: &str = "STT_PUBLIC_HEALTH";
 /// Allows `model_path` in admin load requests (`true`).
 pub const ENV_ADMIN_ALLOW_MODEL_PATH: &str = "STT_ADMIN_ALLOW_MODEL_PATH";
 /// Comma-separated path prefixes `model_path` must fall under.

@@ -25,6 +25,9 @@ pub struct Poller {
     client: Client,
     pub metrics_url: Url,
     pub system_url: Url,
+    /// `STT_OBSERVABILITY_TOKEN`, sent as a bearer token when the server
+    /// guards its metrics with one.
+    token: Option<String>,
 }
 
 impl Poller {
@@ -40,10 +43,14 @@ impl Poller {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+        let token = std::env::var(crate::env::ENV_OBSERVABILITY_TOKEN)
+            .ok()
+            .filter(|t| !t.trim().is_empty());
         Ok(Self {
             client,
             metrics_url,
             system_url,
+            token,
         })
     }
 
@@ -79,13 +86,18 @@ impl Poller {
     }
 
     async fn get(&self, url: &Url) -> Result<String, String> {
-        let resp = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+        let mut req = self.client.get(url.clone());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.trim());
+        }
+        let resp = req.send().await.map_err(|e| describe(&e))?;
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(format!(
+                "GET {url}: HTTP 401: the server guards its metrics; set {} to its token",
+                crate::env::ENV_OBSERVABILITY_TOKEN
+            ));
+        }
         if !status.is_success() {
             return Err(format!("GET {url}: HTTP {status}"));
         }

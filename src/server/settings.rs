@@ -37,6 +37,12 @@ pub struct AdminSettings {
     /// `STT_ADMIN_MODEL_PATH_ALLOWLIST`: comma-separated prefixes a
     /// `model_path` must fall under once canonicalised (empty = any).
     pub allowlist: Vec<String>,
+    /// `STT_OBSERVABILITY_TOKEN`: the bearer token metrics, system and
+    /// detailed health require (`None`: they are open).
+    pub observability_token: Option<String>,
+    /// `STT_PUBLIC_HEALTH=minimal`: `/health` without the observability
+    /// token answers a bare status instead of 401.
+    pub public_health_minimal: bool,
 }
 
 impl AdminSettings {
@@ -44,7 +50,7 @@ impl AdminSettings {
     pub fn from_env() -> Result<Self, UsageError> {
         use crate::env::{
             ENV_ADMIN_ALLOW_MODEL_PATH, ENV_ADMIN_ENABLED, ENV_ADMIN_MODEL_PATH_ALLOWLIST,
-            ENV_ADMIN_TOKEN,
+            ENV_ADMIN_TOKEN, ENV_OBSERVABILITY_TOKEN, ENV_PUBLIC_HEALTH,
         };
         let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string());
         let flag = |k: &str| {
@@ -63,6 +69,9 @@ impl AdminSettings {
                         .collect()
                 })
                 .unwrap_or_default(),
+            observability_token: var(ENV_OBSERVABILITY_TOKEN).filter(|t| !t.is_empty()),
+            public_health_minimal: var(ENV_PUBLIC_HEALTH)
+                .is_some_and(|v| v.eq_ignore_ascii_case("minimal")),
         };
         if me.enabled && me.token.is_none() {
             return Err(UsageError(format!(

@@ -19,6 +19,7 @@ fn admin_server(allow_paths: bool, allowlist: Vec<String>) -> TestServer {
             token: Some(TOKEN.into()),
             allow_model_path: allow_paths,
             allowlist,
+            ..Default::default()
         };
     })
 }
@@ -321,4 +322,143 @@ async fn err4006_and_err4007_malformed_requests_and_unknown_paths() {
     assert_code(&got, "ERR4006", 400);
     let got = call(&server, "GET", "/nowhere", None, None).await;
     assert_code(&got, "ERR4007", 404);
+}
+
+#[tokio::test]
+async fn the_originals_query_form_unloads_drains_and_reports_status() {
+    let server = admin_server(false, vec![]);
+    // The original's admin clients send query parameters, no body.
+    let got = call(
+        &server,
+        "POST",
+        "/admin/unload_model?model_id=tiny.en",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_code(&got, "ERR4003", 400);
+    let got = call(&server, "POST", "/admin/unload_model", Some(TOKEN), None).await;
+    assert_code(&got, "ERR4006", 400);
+    let got = call(
+        &server,
+        "GET",
+        "/admin/load_model_status?model_id=base",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_code(&got, "ERR4003", 400);
+
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/admin/load_model?x=1",
+        Some(TOKEN),
+        Some(json!({"model_id": "base"})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(
+            &server,
+            "GET",
+            "/admin/load_model_status?model_id=base",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "ready" {
+            assert_eq!(body["default"], false);
+            break;
+        }
+        assert_eq!(body["status"], "loading", "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A session holds base: the drain waits its timeout, then says so.
+    let mut req = session_request("holds-base");
+    req.attributes.insert("model_id".into(), "base".into());
+    create_ok(&server, req).await;
+    let started = std::time::Instant::now();
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/admin/unload_model?model_id=base&drain_timeout_sec=1",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["drained"].as_bool()),
+        (Some("unloading"), Some(false)),
+        "{body}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}"
+    );
+    let (_, body) = call(
+        &server,
+        "GET",
+        "/admin/load_model_status?model_id=base",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(body["status"], "unloading", "{body}");
+    // Once the session is gone the model goes too.
+    server.registry.reap(Duration::ZERO);
+    wait_for_status(&server, "base", "gone").await;
+    // The guard runs before any handler: no token, no status.
+    let got = call(
+        &server,
+        "GET",
+        "/admin/load_model_status?model_id=base",
+        None,
+        None,
+    )
+    .await;
+    assert_code(&got, "ERR4004", 401);
+}
+
+#[tokio::test]
+async fn an_observability_token_guards_metrics_and_detailed_health() {
+    const OBS: &str = "obs-token";
+    for minimal in [false, true] {
+        let server = TestServer::start(move |s| {
+            s.admin = AdminSettings {
+                observability_token: Some(OBS.into()),
+                public_health_minimal: minimal,
+                ..Default::default()
+            };
+        });
+        for path in ["/metrics", "/metrics.json", "/system"] {
+            let client = reqwest::Client::new();
+            let url = format!("http://{}{path}", server.http);
+            let denied = client.get(&url).send().await.unwrap();
+            assert_eq!(denied.status().as_u16(), 401, "{path}");
+            let wrong = client.get(&url).bearer_auth("nope").send().await.unwrap();
+            assert_eq!(wrong.status().as_u16(), 401, "{path}");
+            let ok = client.get(&url).bearer_auth(OBS).send().await.unwrap();
+            assert_eq!(ok.status().as_u16(), 200, "{path}");
+        }
+        let (status, body) = call(&server, "GET", "/health", None, None).await;
+        if minimal {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body, json!({"status": "ok"}), "bare status only");
+        } else {
+            assert_code(&(status, body), "ERR4004", 401);
+        }
+        let (status, body) = call(&server, "GET", "/health", Some(OBS), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["model_path"].is_string(),
+            "details with the token: {body}"
+        );
+    }
 }

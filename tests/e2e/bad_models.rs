@@ -114,6 +114,7 @@ async fn admin_load_of_a_broken_model_is_err4003_naming_the_file() {
             token: Some("t".into()),
             allow_model_path: true,
             allowlist: vec![root.display().to_string()],
+            ..Default::default()
         };
     });
     let client = reqwest::Client::new();

@@ -32,20 +32,47 @@ struct LoadRequest {
     model_path: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Unload parameters: the original's query form
+/// (`?model_id=…&drain_timeout_sec=…`), or a JSON body.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UnloadRequest {
-    model_id: String,
+pub struct UnloadRequest {
+    #[serde(default)]
+    model_id: Option<String>,
+    /// Seconds to wait for the model's sessions to end before answering.
+    #[serde(default)]
+    drain_timeout_sec: Option<f64>,
+}
+
+/// `?model_id=…`.
+#[derive(Debug, Deserialize)]
+pub struct ModelQuery {
+    model_id: Option<String>,
+}
+
+/// Longest drain an unload request may wait.
+const MAX_DRAIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Middleware on every `/admin/` route: ERR4001 when the API is off,
+/// ERR4004 without the right bearer token — before any handler runs.
+pub async fn guard(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match authorize(&s.admin, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// `POST /admin/load_model`: starts loading and answers 202 at once; the
 /// status shows in `GET /admin/list_models`.
 pub async fn load_model(
     State(s): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&s.admin, &headers)?;
     let req: LoadRequest = parse_body(&body)?;
     let (id, path) = match (req.model_id, req.model_path) {
         (id, Some(raw)) => {
@@ -96,36 +123,94 @@ pub async fn load_model(
     ))
 }
 
-/// `POST /admin/unload_model`: the model takes no new sessions at once and
-/// goes away when the sessions using it have ended.
+/// `POST /admin/unload_model?model_id=…&drain_timeout_sec=…` (or the same
+/// as a JSON body): the model takes no new sessions at once and goes away
+/// when the sessions using it have ended. With `drain_timeout_sec` the
+/// answer waits up to that long for them.
 pub async fn unload_model(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    query: axum::extract::Query<UnloadRequest>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&s.admin, &headers)?;
-    let req: UnloadRequest = parse_body(&body)?;
-    let id = req.model_id.trim();
-    s.models.unload(id)?;
-    let sessions = s
+    let body: UnloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        UnloadRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let query = query.0;
+    let id = query.model_id.or(body.model_id).ok_or_else(|| {
+        SttError::new(
+            ErrorCode::Err4006,
+            "name the model: ?model_id=… or {\"model_id\": …}",
+        )
+    })?;
+    let id = id.trim().to_string();
+    let drain = match query.drain_timeout_sec.or(body.drain_timeout_sec) {
+        Some(d) if d.is_finite() && d >= 0.0 => {
+            std::time::Duration::from_secs_f64(d).min(MAX_DRAIN)
+        }
+        Some(d) => {
+            return Err(SttError::new(
+                ErrorCode::Err4006,
+                format!("drain_timeout_sec must be a non-negative number of seconds, got {d}"),
+            )
+            .into())
+        }
+        None => std::time::Duration::ZERO,
+    };
+    s.models.unload(&id)?;
+    let sessions = |s: &AppState| {
+        s.models
+            .list()
+            .into_iter()
+            .find(|m| m.id == id)
+            .map_or(0, |m| m.sessions)
+    };
+    let deadline = tokio::time::Instant::now() + drain;
+    while sessions(&s) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = sessions(&s);
+    Ok(Json(json!({
+        "status": if left > 0 { "unloading" } else { "unloaded" },
+        "model_id": id,
+        "sessions": left,
+        "drained": left == 0,
+    })))
+}
+
+/// `GET /admin/load_model_status?model_id=…`: one model's state
+/// (`loading`, `ready`, `unloading`, `failed` with its error).
+pub async fn load_model_status(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ModelQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = q
+        .model_id
+        .ok_or_else(|| SttError::new(ErrorCode::Err4006, "name the model: ?model_id=…"))?;
+    let id = checked_id(&id)?;
+    let model = s
         .models
         .list()
         .into_iter()
         .find(|m| m.id == id)
-        .map_or(0, |m| m.sessions);
+        .ok_or_else(|| {
+            SttError::new(
+                ErrorCode::Err4003,
+                format!("no model {id:?} is loaded or loading (see /admin/list_models)"),
+            )
+        })?;
     Ok(Json(json!({
-        "status": if sessions > 0 { "unloading" } else { "unloaded" },
-        "model_id": id,
-        "sessions": sessions,
+        "model_id": model.id,
+        "status": model.status,
+        "error": model.error,
+        "sessions": model.sessions,
+        "default": model.default,
     })))
 }
 
 /// `GET /admin/list_models`: every model with its status.
-pub async fn list_models(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&s.admin, &headers)?;
+pub async fn list_models(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "default_model": s.models.default_id(),
         "models": s.models.list(),
@@ -140,15 +225,8 @@ fn authorize(admin: &AdminSettings, headers: &HeaderMap) -> Result<(), SttError>
             "the admin API is not enabled: start the server with STT_ADMIN_ENABLED=true and STT_ADMIN_TOKEN set",
         ));
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
     let expected = admin.token.as_deref().unwrap_or_default();
-    match presented {
+    match presented_token(headers) {
         Some(token) if !expected.is_empty() && crate::server::secret::matches(expected, token) => {
             Ok(())
         }
@@ -158,6 +236,17 @@ fn authorize(admin: &AdminSettings, headers: &HeaderMap) -> Result<(), SttError>
             "missing admin token: send `Authorization: Bearer <STT_ADMIN_TOKEN>`",
         )),
     }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
 }
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, SttError> {
@@ -276,6 +365,7 @@ mod tests {
             token: Some("s3cret".into()),
             allow_model_path: allow,
             allowlist: list.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }
     }
 

@@ -52,6 +52,44 @@ pub async fn count_errors(
     resp
 }
 
+/// How much of the observability endpoints a request may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observer {
+    /// No token configured, or the right one presented.
+    Full,
+    /// Wrong or missing token.
+    Denied,
+}
+
+/// Whether `headers` may read metrics, system and detailed health.
+pub fn observer(s: &super::AppState, headers: &axum::http::HeaderMap) -> Observer {
+    match &s.admin.observability_token {
+        None => Observer::Full,
+        Some(expected) => match super::admin::presented_token(headers) {
+            Some(t) if crate::server::secret::matches(expected, t) => Observer::Full,
+            _ => Observer::Denied,
+        },
+    }
+}
+
+/// Middleware on `/metrics`, `/metrics.json` and `/system`: with
+/// `STT_OBSERVABILITY_TOKEN` set, they need `Authorization: Bearer` with it
+/// (ERR4004).
+pub async fn guard_observability(
+    axum::extract::State(s): axum::extract::State<super::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match observer(&s, req.headers()) {
+        Observer::Full => next.run(req).await,
+        Observer::Denied => ApiError(SttError::new(
+            ErrorCode::Err4004,
+            "this endpoint needs `Authorization: Bearer <STT_OBSERVABILITY_TOKEN>`",
+        ))
+        .into_response(),
+    }
+}
+
 /// Any path the control plane does not serve.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(SttError::new(

@@ -29,12 +29,34 @@ pub fn reasons(serving: bool, models: &ModelRegistry, decode_health: &DecodeHeal
     reasons
 }
 
-pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn health(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, Json<Value>) {
     let reasons = reasons(
         s.serving.load(Ordering::Acquire),
         &s.models,
         &s.decode_health,
     );
+    if super::error::observer(&s, &headers) == super::error::Observer::Denied {
+        // Probes keep a bare status when the operator allows it; the
+        // details (model path, reasons) need the observability token.
+        if !s.admin.public_health_minimal {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({
+                    "code": "ERR4004",
+                    "message": "/health needs `Authorization: Bearer <STT_OBSERVABILITY_TOKEN>` (or STT_PUBLIC_HEALTH=minimal)",
+                })),
+            );
+        }
+        let (status, word) = if reasons.is_empty() {
+            (StatusCode::OK, "ok")
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "unhealthy")
+        };
+        return (status, Json(json!({"status": word})));
+    }
     let model = s.models.default_engine();
     if reasons.is_empty() {
         (

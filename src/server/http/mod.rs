@@ -61,14 +61,28 @@ impl AppState {
 
 /// The control-plane routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
+    // Each group's guard runs once, as a layer, before any of its handlers.
+    let observability = Router::new()
         .route("/metrics", get(prometheus::metrics_text))
         .route("/metrics.json", get(metrics::metrics_json))
         .route("/system", get(system::system))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::guard_observability,
+        ));
+    let admin = Router::new()
         .route("/admin/load_model", post(admin::load_model))
         .route("/admin/unload_model", post(admin::unload_model))
         .route("/admin/list_models", get(admin::list_models))
+        .route("/admin/load_model_status", get(admin::load_model_status))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::guard,
+        ));
+    Router::new()
+        .route("/health", get(health::health))
+        .merge(observability)
+        .merge(admin)
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
