@@ -126,6 +126,15 @@ pub struct SessionArgs {
     /// (session attribute `prompt`).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
+    /// Sign CreateSession with this shared secret (servers with
+    /// `create_session_auth_profile: signed_token`).
+    #[arg(
+        long,
+        env = "STT_SIGNED_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub signed_token_secret: Option<String>,
 }
 
 /// Parses `KEY=VALUE` (the value may itself contain `=`).

@@ -7,6 +7,7 @@
 //! running server.
 
 pub mod command;
+pub mod signed;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -80,7 +80,7 @@ impl ClientError {
             ErrorCode::Err1006 => "the server ends sessions that send no audio for `server.session_timeout_sec`",
             ErrorCode::Err1007 => "the server caps one chunk at `server.max_chunk_ms`: use a smaller --chunk-ms, or `stt file --no-realtime` instead of `stt batch` for long files",
             ErrorCode::Err1008 => "the server is at capacity (`server.max_sessions` / the VAD pool); retry later",
-            ErrorCode::Err1009 => "this server requires an API key: pass --api-key <key>",
+            ErrorCode::Err1009 => "this server requires an API key (pass --api-key <key>) or a signed session token (pass --signed-token-secret <secret>)",
             ErrorCode::Err1012 => "the server does not know this API key, or it was revoked: ask its operator for a key (`stt keys add`)",
             ErrorCode::Err1013 => "this API key may not use that model: pick one the key allows, or ask for a key that allows it",
             ErrorCode::Err1010 => "check --language, --task and --decode-profile against what the server's model supports",
@@ -147,8 +147,20 @@ pub async fn create_session(
     client: &mut SttBackendClient<Channel>,
     settings: &SessionSettings,
 ) -> Result<pb::SessionResponse, ClientError> {
+    let mut request = tonic::Request::new(settings.request());
+    if let Some(secret) = &settings.signed_token_secret {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let sig = crate::auth::signed::sign(secret, &settings.session_id, now);
+        let md = request.metadata_mut();
+        if let (Ok(auth), Ok(ts)) = (format!("Bearer {sig}").parse(), now.to_string().parse()) {
+            md.insert("authorization", auth);
+            md.insert("x-stt-auth-ts", ts);
+        }
+    }
     client
-        .create_session(settings.request())
+        .create_session(request)
         .await
         .map(tonic::Response::into_inner)
         .map_err(ClientError::Session)

@@ -82,6 +82,8 @@ pub struct SessionSettings {
     pub decode_profile: Option<ProfileChoice>,
     pub attributes: BTreeMap<String, String>,
     pub require_token: bool,
+    /// Signs CreateSession (`authorization` + `x-stt-auth-ts` metadata).
+    pub signed_token_secret: Option<String>,
 }
 
 impl SessionSettings {
@@ -99,6 +101,7 @@ impl SessionSettings {
             decode_profile: None,
             attributes: BTreeMap::new(),
             require_token: false,
+            signed_token_secret: None,
         })
     }
 
@@ -152,6 +155,7 @@ impl SessionSettings {
         if let Some(key) = &args.api_key {
             s.attributes.insert(API_KEY_ATTRIBUTE.into(), key.clone());
         }
+        s.signed_token_secret = args.signed_token_secret.clone().filter(|s| !s.is_empty());
         Ok(s)
     }
 

@@ -24,13 +24,30 @@ pub struct ServerFile {
 
 /// `auth:` — who may open a session. (Ours, after the original's later
 /// `create_session_auth_profile`.)
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// YAML list of API keys (id, SHA-256 of the secret, limits), managed
     /// with `stt keys`; also `STT_API_KEYS=id=secret,…`.
     pub keys_file: Option<PathBuf>,
     pub create_session_auth_profile: AuthProfile,
+    /// The HMAC secret of `signed_token` (better:
+    /// `STT_CREATE_SESSION_AUTH_SECRET`, which wins).
+    pub create_session_auth_secret: Option<String>,
+    /// How far a signed token's timestamp may be from the server's clock,
+    /// either way.
+    pub create_session_auth_ttl_sec: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            keys_file: None,
+            create_session_auth_profile: AuthProfile::Auto,
+            create_session_auth_secret: None,
+            create_session_auth_ttl_sec: 300,
+        }
+    }
 }
 
 /// What CreateSession must present.
@@ -44,6 +61,8 @@ pub enum AuthProfile {
     None,
     /// A listed API key (any non-empty key when no list is configured).
     ApiKey,
+    /// An HMAC-signed session token (see `stt::auth::signed`).
+    SignedToken,
 }
 
 /// `server:`

@@ -65,6 +65,8 @@ pub struct BoundServer {
     metrics: Arc<ServerMetrics>,
     /// API keys sessions are checked against, if configured.
     keys: Option<KeyStore>,
+    /// Signed-token checker (`create_session_auth_profile: signed_token`).
+    signed: Option<Arc<crate::auth::signed::SignedTokens>>,
 }
 
 impl BoundServer {
@@ -166,6 +168,27 @@ impl BoundServer {
         if let Some(k) = &keys {
             tracing::info!(keys = k.len(), "API keys loaded: sessions must present one");
         }
+        let auth = &settings.server.auth;
+        let signed = match auth.create_session_auth_profile {
+            AuthProfile::SignedToken => {
+                let secret = std::env::var(ENV_AUTH_SECRET)
+                    .ok()
+                    .or_else(|| auth.create_session_auth_secret.clone())
+                    .filter(|s| !s.is_empty())
+                    .with_context(|| {
+                        format!("create_session_auth_profile: signed_token needs a secret: set {ENV_AUTH_SECRET} (or auth.create_session_auth_secret)")
+                    })?;
+                tracing::info!(
+                    ttl_sec = auth.create_session_auth_ttl_sec,
+                    "sessions need signed tokens"
+                );
+                Some(Arc::new(crate::auth::signed::SignedTokens::new(
+                    secret,
+                    auth.create_session_auth_ttl_sec.min(i64::MAX as u64) as i64,
+                )))
+            }
+            _ => None,
+        };
         let h = &settings.server.health;
         let decode_health = Arc::new(DecodeHealth::new(
             secs(h.window_sec),
@@ -233,6 +256,7 @@ impl BoundServer {
             deps,
             metrics,
             keys,
+            signed,
             settings,
         })
     }
@@ -254,6 +278,7 @@ impl BoundServer {
         defaults.require_api_key = match auth.create_session_auth_profile {
             AuthProfile::None => false,
             AuthProfile::ApiKey => true,
+            AuthProfile::SignedToken => defaults.require_api_key,
             AuthProfile::Auto => defaults.require_api_key || self.keys.is_some(),
         };
         let service = SessionService::new(service::Parts {
@@ -265,6 +290,7 @@ impl BoundServer {
             tracker: tracker.clone(),
             closing: closing.clone(),
             keys: self.keys.clone(),
+            signed: self.signed.clone(),
         });
         let backend = grpc::Backend {
             service: service.clone(),
@@ -481,6 +507,9 @@ fn web_frame_limit(s: &crate::config::server::ServerSection) -> usize {
     let max_samples = s.max_chunk_ms as usize * crate::audio::MAX_RATE as usize / 1000;
     (max_samples * 2).clamp(64 * 1024, 16 * 1024 * 1024) * 2
 }
+
+/// The signed-token secret's environment variable.
+const ENV_AUTH_SECRET: &str = "STT_CREATE_SESSION_AUTH_SECRET";
 
 /// How often `--log-metrics` logs its summary line.
 const LOG_METRICS_EVERY: Duration = Duration::from_secs(30);

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::auth::signed::{SignedRefusal, SignedTokens};
 use crate::auth::{self, KeyRefusal, KeyStore};
 use crate::error::{ErrorCode, SttError};
 use crate::server::batch::{self, FileTranscript};
@@ -103,6 +104,9 @@ pub struct Parts {
     /// The API keys sessions must present from (`None`: no list; a key,
     /// when required, may be any non-empty string).
     pub keys: Option<KeyStore>,
+    /// With `create_session_auth_profile: signed_token`: the checker every
+    /// CreateSession's token must pass.
+    pub signed: Option<Arc<SignedTokens>>,
 }
 
 impl SessionService {
@@ -153,8 +157,37 @@ impl SessionService {
     /// secret), and the per-key session cap to apply.
     pub fn resolve(
         &self,
-        req: SessionRequest,
+        mut req: SessionRequest,
     ) -> Result<(SessionOptions, ModelLease, Option<usize>), SttError> {
+        let bearer = req.bearer.take();
+        let auth_ts = req.auth_ts.take();
+        match &self.inner.signed {
+            Some(signed) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                signed
+                    .verify(
+                        req.session_id.trim(),
+                        bearer.as_deref(),
+                        auth_ts.as_deref(),
+                        now,
+                    )
+                    .map_err(|r| {
+                        let code = match r {
+                            SignedRefusal::Missing => ErrorCode::Err1009,
+                            _ => ErrorCode::Err1012,
+                        };
+                        SttError::new(code, r.message(signed.ttl_sec()))
+                    })?;
+            }
+            // Otherwise a bearer stands for the api_key attribute.
+            None => {
+                if let Some(key) = bearer {
+                    req.attributes.entry("api_key".into()).or_insert(key);
+                }
+            }
+        }
         let models = &self.inner.models;
         let model = models.lease(req.attributes.get(MODEL_ID_ATTRIBUTE).map(String::as_str))?;
         let defaults = Defaults {

@@ -23,6 +23,7 @@ mod multilingual;
 mod rest;
 mod serve;
 mod server;
+mod signed;
 mod streaming;
 mod transcribe;
 mod vad;

@@ -39,6 +39,8 @@ impl TryFrom<pb::SessionRequest> for SessionRequest {
             language: r.language_code,
             task,
             profile,
+            bearer: None,
+            auth_ts: None,
         })
     }
 }

@@ -10,6 +10,9 @@ pub const SESSION_ID: &str = "session-id";
 
 pub use crate::server::session::timing::{BUFFER_WAIT, COUNT, EMIT, INFERENCE, QUEUE_WAIT, TOTAL};
 
+/// A signed session token's timestamp (`stt::auth::signed`).
+pub const AUTH_TS: &str = "x-stt-auth-ts";
+
 /// The key of an `authorization: Bearer <key>` header, if any.
 pub fn bearer(md: &MetadataMap) -> Option<String> {
     let value = md.get("authorization")?.to_str().ok()?;

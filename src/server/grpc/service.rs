@@ -32,14 +32,17 @@ impl SttBackend for Backend {
         request: Request<pb::SessionRequest>,
     ) -> Result<Response<pb::SessionResponse>, Status> {
         let bearer = metadata::bearer(request.metadata());
+        let auth_ts = request
+            .metadata()
+            .get(metadata::AUTH_TS)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let req = request.into_inner();
         let id = req.session_id.clone();
         let mut req = SessionRequest::try_from(req)
             .map_err(|e| self.service.refuse(&id, "CreateSession", e))?;
-        // `authorization: Bearer <key>` stands for the api_key attribute.
-        if let Some(key) = bearer {
-            req.attributes.entry("api_key".into()).or_insert(key);
-        }
+        req.bearer = bearer;
+        req.auth_ts = auth_ts;
         let created = self.service.create(req)?;
         Ok(Response::new(session_response(
             &created.options,

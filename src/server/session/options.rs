@@ -57,6 +57,11 @@ pub struct SessionRequest {
     pub language: String,
     pub task: Option<Task>,
     pub profile: Option<Profile>,
+    /// `authorization: Bearer …` as the transport received it: an API key,
+    /// or a signed token's signature.
+    pub bearer: Option<String>,
+    /// A signed token's `x-stt-auth-ts`.
+    pub auth_ts: Option<String>,
 }
 
 /// Server-side defaults and facts resolution needs.

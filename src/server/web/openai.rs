@@ -24,6 +24,11 @@ use crate::server::batch::FileTranscript;
 use crate::server::service::MODEL_ID_ATTRIBUTE;
 use crate::server::session::SessionRequest;
 
+/// Optional: the id a signed token signs (and the session is logged as).
+const SESSION_ID_HEADER: &str = "x-stt-session-id";
+/// A signed token's timestamp.
+const AUTH_TS_HEADER: &str = "x-stt-auth-ts";
+
 /// Model names OpenAI clients send by default; they mean our default model.
 const OPENAI_MODEL_NAMES: [&str; 3] = ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"];
 
@@ -180,8 +185,21 @@ async fn transcribe(
     }
     let samples = decode_upload(&name, bytes).await.map_err(refuse)?;
 
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let session_id = match header(SESSION_ID_HEADER) {
+        Some(id) => id,
+        None => super::new_id("rest")?,
+    };
     let mut req = SessionRequest {
-        session_id: super::new_id("rest")?,
+        session_id,
+        bearer: bearer(&headers),
+        auth_ts: header(AUTH_TS_HEADER),
         task: Some(task),
         language: upload.language.unwrap_or_default(),
         ..Default::default()

@@ -76,6 +76,11 @@ struct StartData {
     decode_profile: Option<String>,
     /// Shorthand for the `model_id` attribute.
     model_id: Option<String>,
+    /// An API key or a signed token's signature (as `Authorization:
+    /// Bearer`, which browsers cannot set on a WebSocket).
+    auth_token: Option<String>,
+    /// A signed token's timestamp.
+    auth_ts: Option<String>,
 }
 
 impl StartData {
@@ -114,6 +119,8 @@ impl StartData {
             language: self.language_code.unwrap_or_default(),
             task,
             profile,
+            bearer: self.auth_token,
+            auth_ts: self.auth_ts,
         })
     }
 }
@@ -217,8 +224,8 @@ async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>) {
     };
     let (frames, mut reader) = spawn_reader(stream);
     let start = start.map(|mut data| {
-        if let Some(key) = bearer {
-            data.attributes.entry("api_key".into()).or_insert(key);
+        if data.auth_token.is_none() {
+            data.auth_token = bearer;
         }
         data
     });
