@@ -99,6 +99,9 @@ pub struct ServerSection {
     pub sample_rate: u32,
     /// Every session must carry an `api_key` attribute. (Ours, = `--require-api-key`.)
     pub require_api_key: bool,
+    /// Sessions one API key may hold open at once, unless its entry in the
+    /// keys file says otherwise; 0 = no cap.
+    pub max_sessions_per_api_key: usize,
     /// Seconds open streams get to flush their finals on shutdown. (Ours.)
     pub shutdown_grace_sec: f64,
 }
@@ -129,6 +132,7 @@ impl Default for ServerSection {
             grpc_max_send_message_bytes: 4 * 1024 * 1024,
             sample_rate: 16_000,
             require_api_key: false,
+            max_sessions_per_api_key: 0,
             shutdown_grace_sec: 10.0,
         }
     }

@@ -291,6 +291,8 @@ impl BoundServer {
             closing: closing.clone(),
             keys: self.keys.clone(),
             signed: self.signed.clone(),
+            max_sessions_per_key: (s.max_sessions_per_api_key > 0)
+                .then_some(s.max_sessions_per_api_key),
         });
         let backend = grpc::Backend {
             service: service.clone(),

@@ -107,6 +107,8 @@ pub struct Parts {
     /// With `create_session_auth_profile: signed_token`: the checker every
     /// CreateSession's token must pass.
     pub signed: Option<Arc<SignedTokens>>,
+    /// `server.max_sessions_per_api_key` (a key's own cap wins).
+    pub max_sessions_per_key: Option<usize>,
 }
 
 impl SessionService {
@@ -221,8 +223,9 @@ impl SessionService {
     /// The id a presented key goes by, and its session cap. With no key
     /// list, any key passes under a short hash of itself.
     fn check_key(&self, secret: &str, model: &str) -> Result<(String, Option<usize>), SttError> {
+        let default_cap = self.inner.max_sessions_per_key;
         let Some(store) = &self.inner.keys else {
-            return Ok((auth::anonymous_label(secret), None));
+            return Ok((auth::anonymous_label(secret), default_cap));
         };
         match store.check(secret) {
             Ok(key) => {
@@ -236,7 +239,7 @@ impl SessionService {
                         ),
                     ));
                 }
-                Ok((key.id, key.max_sessions))
+                Ok((key.id, key.max_sessions.or(default_cap)))
             }
             Err(KeyRefusal::Unknown) => Err(SttError::new(
                 ErrorCode::Err1012,

@@ -226,3 +226,29 @@ async fn per_key_limits_and_revocation_take_effect() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn the_server_wide_per_key_cap_applies_to_keys_without_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.yaml");
+    let plain = add_key(&file, "plain", &[]);
+    let roomy = add_key(&file, "roomy", &["--max-sessions", "2"]);
+    let server = TestServer::start({
+        let file = file.clone();
+        move |s| {
+            s.server.auth.keys_file = Some(file);
+            s.server.server.max_sessions_per_api_key = 1;
+        }
+    });
+    create_ok(&server, with_key("plain-1", &plain)).await;
+    let e = create_err(&server, with_key("plain-2", &plain)).await;
+    assert!(
+        e.message().starts_with("ERR1008") && e.message().contains("plain"),
+        "{e:?}"
+    );
+    // A key's own max_sessions wins over the server-wide cap.
+    create_ok(&server, with_key("roomy-1", &roomy)).await;
+    create_ok(&server, with_key("roomy-2", &roomy)).await;
+    let e = create_err(&server, with_key("roomy-3", &roomy)).await;
+    assert!(e.message().starts_with("ERR1008"), "{e:?}");
+}
