@@ -34,6 +34,8 @@ pub enum ErrorCode {
     Err1012,
     /// The API key may not do this (a model it is not allowed). (Ours.)
     Err1013,
+    /// Too many new sessions: `server.create_session_rps`. (Ours.)
+    Err1014,
     /// Decode timed out waiting for pending tasks.
     Err2001,
     /// Decode task failed.
@@ -64,7 +66,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::Err1001,
         Self::Err1002,
         Self::Err1003,
@@ -78,6 +80,7 @@ impl ErrorCode {
         Self::Err1011,
         Self::Err1012,
         Self::Err1013,
+        Self::Err1014,
         Self::Err2001,
         Self::Err2002,
         Self::Err2003,
@@ -109,6 +112,7 @@ impl ErrorCode {
             Self::Err1011 => "ERR1011",
             Self::Err1012 => "ERR1012",
             Self::Err1013 => "ERR1013",
+            Self::Err1014 => "ERR1014",
             Self::Err2001 => "ERR2001",
             Self::Err2002 => "ERR2002",
             Self::Err2003 => "ERR2003",
@@ -136,7 +140,7 @@ impl ErrorCode {
             Self::Err1004 | Self::Err1009 | Self::Err1012 => Code::Unauthenticated,
             Self::Err1005 | Self::Err1013 => Code::PermissionDenied,
             Self::Err1006 => Code::DeadlineExceeded,
-            Self::Err1008 => Code::ResourceExhausted,
+            Self::Err1008 | Self::Err1014 => Code::ResourceExhausted,
             Self::Err2001 | Self::Err2002 => Code::Internal,
             Self::Err2003 | Self::Err2004 => Code::Unavailable,
             Self::Err3001 | Self::Err3002 => Code::Unknown,
@@ -165,7 +169,7 @@ impl ErrorCode {
             Self::Err1005 | Self::Err1013 => 403,
             Self::Err1002 => 409,
             Self::Err1006 => 408,
-            Self::Err1008 => 429,
+            Self::Err1008 | Self::Err1014 => 429,
             Self::Err2003 | Self::Err2004 => 503,
             Self::Err1001 | Self::Err1003 | Self::Err1007 | Self::Err1010 | Self::Err1011 => 400,
             Self::Err2001 | Self::Err2002 | Self::Err3001 | Self::Err3002 => 500,

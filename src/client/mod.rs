@@ -82,6 +82,7 @@ impl ClientError {
             ErrorCode::Err1008 => "the server is at capacity (`server.max_sessions` / the VAD pool); retry later",
             ErrorCode::Err1009 => "this server requires an API key (pass --api-key <key>) or a signed session token (pass --signed-token-secret <secret>)",
             ErrorCode::Err1012 => "the server does not know this API key, or it was revoked: ask its operator for a key (`stt keys add`)",
+            ErrorCode::Err1014 => "the server limits how fast sessions may be opened (`server.create_session_rps`); wait a moment and retry",
             ErrorCode::Err1013 => "this API key may not use that model: pick one the key allows, or ask for a key that allows it",
             ErrorCode::Err1010 => "check --language, --task and --decode-profile against what the server's model supports",
             ErrorCode::Err2001 | ErrorCode::Err2002 => "the server's decoders are overloaded or failing; see its logs and /health",

@@ -102,6 +102,13 @@ pub struct ServerSection {
     /// Sessions one API key may hold open at once, unless its entry in the
     /// keys file says otherwise; 0 = no cap.
     pub max_sessions_per_api_key: usize,
+    /// Sessions one client IP may hold open at once; 0 = no cap.
+    pub max_sessions_per_ip: usize,
+    /// New sessions per second per API key (per client IP without one);
+    /// 0 = no limit.
+    pub create_session_rps: f64,
+    /// How many new sessions may come at once before the rate applies.
+    pub create_session_burst: u32,
     /// Seconds open streams get to flush their finals on shutdown. (Ours.)
     pub shutdown_grace_sec: f64,
 }
@@ -133,6 +140,9 @@ impl Default for ServerSection {
             sample_rate: 16_000,
             require_api_key: false,
             max_sessions_per_api_key: 0,
+            max_sessions_per_ip: 0,
+            create_session_rps: 0.0,
+            create_session_burst: 10,
             shutdown_grace_sec: 10.0,
         }
     }

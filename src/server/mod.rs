@@ -14,6 +14,7 @@ pub mod cadence;
 pub mod capture;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod model_registry;
 pub mod scheduler;
@@ -293,6 +294,8 @@ impl BoundServer {
             signed: self.signed.clone(),
             max_sessions_per_key: (s.max_sessions_per_api_key > 0)
                 .then_some(s.max_sessions_per_api_key),
+            max_sessions_per_ip: (s.max_sessions_per_ip > 0).then_some(s.max_sessions_per_ip),
+            rate: limits::SessionRateLimit::new(s.create_session_rps, s.create_session_burst),
         });
         let backend = grpc::Backend {
             service: service.clone(),

@@ -16,6 +16,7 @@ use crate::auth::signed::{SignedRefusal, SignedTokens};
 use crate::auth::{self, KeyRefusal, KeyStore};
 use crate::error::{ErrorCode, SttError};
 use crate::server::batch::{self, FileTranscript};
+use crate::server::limits::SessionRateLimit;
 use crate::server::metrics::ServerMetrics;
 use crate::server::model_registry::{ModelLease, ModelRegistry};
 use crate::server::session::{
@@ -109,6 +110,10 @@ pub struct Parts {
     pub signed: Option<Arc<SignedTokens>>,
     /// `server.max_sessions_per_api_key` (a key's own cap wins).
     pub max_sessions_per_key: Option<usize>,
+    /// `server.max_sessions_per_ip`.
+    pub max_sessions_per_ip: Option<usize>,
+    /// `server.create_session_rps` / `create_session_burst`.
+    pub rate: Option<SessionRateLimit>,
 }
 
 impl SessionService {
@@ -163,6 +168,29 @@ impl SessionService {
     ) -> Result<(SessionOptions, ModelLease, Option<usize>), SttError> {
         let bearer = req.bearer.take();
         let auth_ts = req.auth_ts.take();
+        // Rate limit before authentication, so bad credentials are
+        // throttled too: per presented key, else per client address.
+        if let Some(rate) = &self.inner.rate {
+            let presented = req
+                .attributes
+                .get("api_key")
+                .or(req.attributes.get("api-key"))
+                .or(bearer.as_ref());
+            let bucket = match (presented, req.peer) {
+                (Some(k), _) => auth::anonymous_label(k),
+                (None, Some(ip)) => ip.to_string(),
+                (None, None) => "unknown-peer".to_string(),
+            };
+            if let Err(wait) = rate.check(&bucket) {
+                return Err(SttError::new(
+                    ErrorCode::Err1014,
+                    format!(
+                        "too many new sessions (server.create_session_rps); retry in {:.1} s",
+                        wait.as_secs_f64().max(0.1)
+                    ),
+                ));
+            }
+        }
         match &self.inner.signed {
             Some(signed) => {
                 let now = std::time::SystemTime::now()
@@ -258,10 +286,12 @@ impl SessionService {
         let id = req.session_id.clone();
         let result = self.admit().and_then(|()| {
             let (options, model, per_key) = self.resolve(req)?;
-            let token =
-                self.inner
-                    .registry
-                    .create_limited(options.clone(), Some(model), per_key)?;
+            let token = self.inner.registry.create_limited(
+                options.clone(),
+                Some(model),
+                per_key,
+                self.inner.max_sessions_per_ip,
+            )?;
             Ok(Created { options, token })
         });
         match result {

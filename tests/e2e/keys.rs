@@ -252,3 +252,49 @@ async fn the_server_wide_per_key_cap_applies_to_keys_without_their_own() {
     let e = create_err(&server, with_key("roomy-3", &roomy)).await;
     assert!(e.message().starts_with("ERR1008"), "{e:?}");
 }
+
+#[tokio::test]
+async fn new_sessions_are_rate_limited_and_capped_per_ip() {
+    let server = TestServer::start(|s| {
+        s.server.server.create_session_rps = 0.2;
+        s.server.server.create_session_burst = 2;
+    });
+    create_ok(&server, session_request("burst-1")).await;
+    create_ok(&server, session_request("burst-2")).await;
+    let e = create_err(&server, session_request("burst-3")).await;
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().starts_with("ERR1014") && e.message().contains("retry in"),
+        "{e:?}"
+    );
+    // A presented key has a bucket of its own.
+    create_ok(&server, with_key("with-a-key", "some-key")).await;
+    drop(server);
+
+    let server = TestServer::start(|s| s.server.server.max_sessions_per_ip = 1);
+    create_ok(&server, session_request("ip-1")).await;
+    let e = create_err(&server, session_request("ip-2")).await;
+    assert!(
+        e.message().starts_with("ERR1008") && e.message().contains("max_sessions_per_ip"),
+        "{e:?}"
+    );
+    // The same address over the WebSocket is the same client.
+    let url = format!("ws://{}/ws/stream", server.web.unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::Text(r#"{"type":"start"}"#.into()))
+        .await
+        .unwrap();
+    let frame = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Text(t))) => {
+                break serde_json::from_str::<serde_json::Value>(&t).unwrap()
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(frame["code"], "ERR1008", "{frame}");
+}

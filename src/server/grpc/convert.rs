@@ -41,6 +41,7 @@ impl TryFrom<pb::SessionRequest> for SessionRequest {
             profile,
             bearer: None,
             auth_ts: None,
+            peer: None,
         })
     }
 }

@@ -31,6 +31,7 @@ impl SttBackend for Backend {
         &self,
         request: Request<pb::SessionRequest>,
     ) -> Result<Response<pb::SessionResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let bearer = metadata::bearer(request.metadata());
         let auth_ts = request
             .metadata()
@@ -43,6 +44,7 @@ impl SttBackend for Backend {
             .map_err(|e| self.service.refuse(&id, "CreateSession", e))?;
         req.bearer = bearer;
         req.auth_ts = auth_ts;
+        req.peer = peer;
         let created = self.service.create(req)?;
         Ok(Response::new(session_response(
             &created.options,

@@ -62,6 +62,8 @@ pub struct SessionRequest {
     pub bearer: Option<String>,
     /// A signed token's `x-stt-auth-ts`.
     pub auth_ts: Option<String>,
+    /// The client's address, as the transport saw it.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Server-side defaults and facts resolution needs.
@@ -104,6 +106,8 @@ pub struct SessionOptions {
     pub token_required: bool,
     /// The API key the client presented, if any (for per-key metrics).
     pub api_key: Option<String>,
+    /// The client's address (per-IP session cap).
+    pub peer: Option<std::net::IpAddr>,
     /// `attributes["word_timestamps"]`: finals carry word timings.
     pub word_timestamps: bool,
     /// `attributes["prompt"]`: initial prompt / hotwords for every decode.
@@ -298,6 +302,7 @@ impl SessionOptions {
             profile: req.profile.unwrap_or(d.profile),
             token_required: req.require_token,
             api_key,
+            peer: req.peer,
         })
     }
 }

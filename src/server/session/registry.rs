@@ -80,7 +80,7 @@ impl Registry {
         options: SessionOptions,
         model: Option<ModelLease>,
     ) -> Result<Option<String>, SttError> {
-        self.create_limited(options, model, None)
+        self.create_limited(options, model, None, None)
     }
 
     /// [`Registry::create`], also refusing (ERR1008) when the session's API
@@ -91,6 +91,7 @@ impl Registry {
         options: SessionOptions,
         model: Option<ModelLease>,
         per_key: Option<usize>,
+        per_ip: Option<usize>,
     ) -> Result<Option<String>, SttError> {
         let mut sessions = self.lock();
         if sessions.contains_key(&options.id) {
@@ -98,6 +99,18 @@ impl Registry {
                 ErrorCode::Err1002,
                 format!("session_id {:?} is already active", options.id),
             ));
+        }
+        if let (Some(max), Some(ip)) = (per_ip, options.peer) {
+            let held = sessions
+                .values()
+                .filter(|e| e.options.peer == Some(ip))
+                .count();
+            if held >= max {
+                return Err(SttError::new(
+                    ErrorCode::Err1008,
+                    format!("{ip} already holds its {max} sessions (server.max_sessions_per_ip); end one or retry later"),
+                ));
+            }
         }
         if let (Some(max), Some(key)) = (per_key, &options.api_key) {
             let held = sessions
@@ -227,6 +240,7 @@ mod tests {
             profile: Profile::Realtime,
             token_required: token,
             api_key: None,
+            peer: None,
             word_timestamps: false,
             prompt: None,
         }

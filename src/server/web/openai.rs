@@ -128,22 +128,25 @@ impl ResponseFormat {
 
 pub async fn transcriptions(
     State(web): State<WebState>,
+    peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    transcribe(web, headers, form, Task::Transcribe).await
+    transcribe(web, peer.0.ip(), headers, form, Task::Transcribe).await
 }
 
 pub async fn translations(
     State(web): State<WebState>,
+    peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    transcribe(web, headers, form, Task::Translate).await
+    transcribe(web, peer.0.ip(), headers, form, Task::Translate).await
 }
 
 async fn transcribe(
     web: WebState,
+    peer: std::net::IpAddr,
     headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
     task: Task,
@@ -200,6 +203,7 @@ async fn transcribe(
         session_id,
         bearer: bearer(&headers),
         auth_ts: header(AUTH_TS_HEADER),
+        peer: Some(peer),
         task: Some(task),
         language: upload.language.unwrap_or_default(),
         ..Default::default()

@@ -121,6 +121,7 @@ impl StartData {
             profile,
             bearer: self.auth_token,
             auth_ts: self.auth_ts,
+            peer: None,
         })
     }
 }
@@ -193,6 +194,7 @@ pub fn close_code(code: ErrorCode) -> u16 {
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(web): State<WebState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     // Browsers cannot set headers on a WebSocket; other clients may send
@@ -203,12 +205,12 @@ pub async fn upgrade(
     let max = web.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(socket, web, bearer))
+        .on_upgrade(move |socket| serve(socket, web, bearer, peer.ip()))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 
-async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>) {
+async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>, peer: std::net::IpAddr) {
     let (mut sink, mut stream) = socket.split();
     let wait = web.service.deps().limits.session_timeout;
     let start = match tokio::time::timeout(wait, first_text(&mut stream)).await {
@@ -231,7 +233,7 @@ async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>) {
     });
     let opened = start
         .map_err(|e| web.service.refuse("", "WebSocket start", e))
-        .and_then(|data| open(&web, data, frames));
+        .and_then(|data| open(&web, data, frames, peer));
     let reading = match opened {
         Ok((running, token)) => stream_results(&mut sink, running, token).await,
         Err(e) => {
@@ -319,6 +321,7 @@ fn open(
     web: &WebState,
     data: StartData,
     frames: Frames,
+    peer: std::net::IpAddr,
 ) -> Result<(Running, Option<String>), SttError> {
     let service = &web.service;
     let sample_rate = match data.sample_rate {
@@ -345,9 +348,10 @@ fn open(
                 Some(id) => id,
                 None => super::new_id("ws")?,
             };
-            let req = data
+            let mut req = data
                 .into_request(id.clone())
                 .map_err(|e| service.refuse(&id, "WebSocket start", e))?;
+            req.peer = Some(peer);
             let created = service.create(req)?;
             let token = created.token.clone().unwrap_or_default();
             (id, token, created.token)
