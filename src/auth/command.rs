@@ -83,9 +83,6 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
 
 /// `stt_` and 256 random bits in hex.
 fn new_secret() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("no randomness for a new key")?;
-    Ok(format!("stt_{}", hex::encode(bytes)))
+    let hex = crate::server::secret::random_hex(32).context("no randomness for a new key")?;
+    Ok(format!("stt_{hex}"))
 }

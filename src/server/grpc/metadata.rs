@@ -16,11 +16,7 @@ pub const AUTH_TS: &str = "x-stt-auth-ts";
 /// The key of an `authorization: Bearer <key>` header, if any.
 pub fn bearer(md: &MetadataMap) -> Option<String> {
     let value = md.get("authorization")?.to_str().ok()?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
-    (!key.is_empty()).then(|| key.to_string())
+    crate::server::secret::bearer_token(value).map(str::to_string)
 }
 
 /// The session id from request metadata, if present and printable.

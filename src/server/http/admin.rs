@@ -243,10 +243,7 @@ pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
+        .and_then(crate::server::secret::bearer_token)
 }
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, SttError> {

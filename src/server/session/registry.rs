@@ -213,12 +213,9 @@ impl Registry {
 
 /// 128 random bits from the OS, as hex.
 fn new_token() -> Result<String, SttError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        SttError::new(ErrorCode::Err3001, "cannot issue a session token")
-            .with_source(std::io::Error::other(e.to_string()))
-    })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::server::secret::random_hex(16).map_err(|e| {
+        SttError::new(ErrorCode::Err3001, "cannot issue a session token").with_source(e)
+    })
 }
 
 #[cfg(test)]

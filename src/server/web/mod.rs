@@ -66,10 +66,8 @@ pub async fn serve(
 /// A session id for a transport that has none of its own: `prefix-` and 64
 /// random bits in hex.
 pub fn new_id(prefix: &str) -> Result<String, SttError> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        SttError::new(ErrorCode::Err3001, "cannot make up a session id")
-            .with_source(std::io::Error::other(e.to_string()))
+    let hex = crate::server::secret::random_hex(8).map_err(|e| {
+        SttError::new(ErrorCode::Err3001, "cannot make up a session id").with_source(e)
     })?;
-    Ok(format!("{prefix}-{:016x}", u64::from_be_bytes(bytes)))
+    Ok(format!("{prefix}-{hex}"))
 }

@@ -231,11 +231,7 @@ async fn transcribe(
 /// The `Authorization: Bearer` key, if any.
 pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    let key = key.trim();
-    (!key.is_empty()).then(|| key.to_string())
+    crate::server::secret::bearer_token(value).map(str::to_string)
 }
 
 /// Reads every field; the file is held to `max_bytes`.
