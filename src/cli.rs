@@ -83,7 +83,8 @@ pub struct SessionArgs {
     /// Client YAML with defaults (`config/client/file.yaml`); flags win.
     #[arg(short = 'c', long = "config", value_name = "YAML")]
     pub config: Option<PathBuf>,
-    /// Server address, host:port or http://host:port [default: 127.0.0.1:50051].
+    /// Server address, host:port, http://host:port or https://host:port
+    /// [default: 127.0.0.1:50051].
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
     /// continue: one final per utterance, many utterances; auto: end the
@@ -135,6 +136,45 @@ pub struct SessionArgs {
         hide_env_values = true
     )]
     pub signed_token_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// How a client reaches a server over TLS.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Connect with TLS, trusting the public roots (implied by https://
+    /// and by --tls-ca-file).
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CA certificate(s) to trust instead of the public roots (for a
+    /// private or self-signed server certificate).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers with mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "PEM", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Name the server's certificate must carry [default: the host dialled].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The settings, when any TLS flag was given.
+    pub fn client(&self) -> Option<crate::client::tls::ClientTls> {
+        let on = self.tls
+            || self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_server_name.is_some();
+        on.then(|| crate::client::tls::ClientTls {
+            ca_file: self.tls_ca_file.clone(),
+            identity: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
+            server_name: self.tls_server_name.clone(),
+        })
+    }
 }
 
 /// Parses `KEY=VALUE` (the value may itself contain `=`).
@@ -366,6 +406,8 @@ pub struct DashboardArgs {
         default_value = "http://127.0.0.1:8000/system"
     )]
     pub system_url: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Seconds between polls (at least 0.1).
     #[arg(long, value_name = "SEC", default_value_t = 1.0)]
     pub interval: f64,
@@ -448,6 +490,18 @@ pub struct ServeArgs {
     /// Every session must present an `api_key` attribute.
     #[arg(long)]
     pub require_api_key: bool,
+    /// PEM certificate chain: every listener then speaks TLS only.
+    #[arg(long, value_name = "PEM", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "PEM", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to start without a certificate.
+    #[arg(long)]
+    pub tls_required: bool,
+    /// Require client certificates signed by these CAs (mutual TLS).
+    #[arg(long, value_name = "PEM")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 /// `stt models`.

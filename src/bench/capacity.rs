@@ -154,7 +154,7 @@ pub async fn run(
     convs: Arc<[Conversation]>,
     stop: CancellationToken,
 ) -> anyhow::Result<CapacityReport> {
-    let poller = Poller::new(&plan.system_url, &plan.system_url)?;
+    let poller = Poller::new(&plan.system_url, &plan.system_url, base.server.tls.as_ref())?;
     if let Err(e) = poller.system().await {
         eprintln!("warning: no server CPU and RSS figures: {e} (pass --system-url)");
     }

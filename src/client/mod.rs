@@ -13,6 +13,7 @@ pub mod render;
 pub mod session;
 pub mod stream;
 pub mod timing;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -126,10 +127,15 @@ pub async fn connect(server: &ServerAddr) -> Result<SttBackendClient<Channel>, C
         addr: server.shown.clone(),
         cause,
     };
-    let endpoint = Endpoint::from_shared(server.uri.clone())
+    let mut endpoint = Endpoint::from_shared(server.uri.clone())
         .map_err(|e| fail(root_cause(&e)))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
+    if let Some(tls) = &server.tls {
+        let host = endpoint.uri().host().unwrap_or_default().to_string();
+        let cfg = tls.grpc(&host).map_err(|e| fail(e.0))?;
+        endpoint = endpoint.tls_config(cfg).map_err(|e| fail(root_cause(&e)))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| fail(root_cause(&e)))?;
     Ok(SttBackendClient::new(channel))
 }

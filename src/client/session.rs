@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::SessionArgs;
+use crate::client::tls::ClientTls;
 use crate::config::client::{ClientFile, ProfileChoice, TaskChoice, VadModeChoice};
 use crate::config::ConfigError;
 use crate::{pb, UsageError};
@@ -26,21 +27,22 @@ pub const API_KEY_ATTRIBUTE: &str = "api_key";
 pub struct ServerAddr {
     /// As given (for messages).
     pub shown: String,
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://host:port` with TLS.
     pub uri: String,
+    /// How to reach it over TLS, when it speaks TLS.
+    pub tls: Option<ClientTls>,
 }
 
 impl ServerAddr {
-    /// Accepts `host:port`, `host`, `http://host:port` (and IPv6 `[::1]:port`).
+    /// Accepts `host:port`, `host`, `http://host:port`, `https://host:port`
+    /// (TLS with the public roots) and IPv6 `[::1]:port`.
     pub fn parse(s: &str) -> Result<Self, UsageError> {
         let shown = s.trim().to_string();
         let bad = |why: &str| UsageError(format!("invalid server address `{shown}`: {why}"));
-        if shown.starts_with("https://") {
-            return Err(bad(
-                "TLS is not supported by this client; use host:port or http://",
-            ));
-        }
-        let rest = shown.strip_prefix("http://").unwrap_or(&shown);
+        let (rest, tls) = match shown.strip_prefix("https://") {
+            Some(rest) => (rest, Some(ClientTls::default())),
+            None => (shown.strip_prefix("http://").unwrap_or(&shown), None),
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() || rest.contains("://") || rest.contains('/') {
             return Err(bad("expected host:port or http://host:port"));
@@ -62,7 +64,21 @@ impl ServerAddr {
             (None, true) => format!("http://{}:{DEFAULT_PORT}", authority.host()),
             (None, false) => return Err(bad("the port must be a number from 1 to 65535")),
         };
-        Ok(Self { shown, uri })
+        Ok(Self { shown, uri, tls }.with_tls(None))
+    }
+
+    /// Speaks TLS with `tls` (an `https://` address already does, with the
+    /// public roots).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        if tls.is_some() {
+            self.tls = tls;
+        }
+        if self.tls.is_some() {
+            if let Some(rest) = self.uri.strip_prefix("http://") {
+                self.uri = format!("https://{rest}");
+            }
+        }
+        self
     }
 }
 
@@ -120,6 +136,7 @@ impl SessionSettings {
             .or(file.server.as_deref())
             .unwrap_or(DEFAULT_SERVER);
         let mut s = Self::new(server, id_prefix)?;
+        s.server = s.server.with_tls(args.tls.client());
         if let Some(id) = args.session_id.as_ref().or(file.session_id.as_ref()) {
             s.session_id = id.clone();
         }
@@ -267,7 +284,7 @@ mod tests {
         );
         assert_eq!(p("box").ok().as_deref(), Some("http://box:50051"));
         assert_eq!(p("[::1]:7").ok().as_deref(), Some("http://[::1]:7"));
-        assert!(p("https://box:1").is_err());
+        assert_eq!(p("https://box:1").ok().as_deref(), Some("https://box:1"));
         assert!(p("grpc://box:1").is_err());
         assert!(p("box:1/path").is_err());
         assert!(p("").is_err());
@@ -444,10 +461,27 @@ mod tests {
         })
         .is_err());
         assert!(with(SessionArgs {
-            server: Some("https://x:1".into()),
+            server: Some("ftp://x:1".into()),
             ..Default::default()
         })
         .is_err());
+        // https:// means TLS with the public roots; --tls-ca-file implies TLS.
+        let tls = with(SessionArgs {
+            server: Some("https://x:1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(tls.server.tls, Some(ClientTls::default()));
+        let ca = with(SessionArgs {
+            server: Some("x:1".into()),
+            tls: crate::cli::TlsArgs {
+                tls_ca_file: Some("ca.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ca.server.uri, "https://x:1");
         // Out-of-range values are the server's to judge (ERR1003), so they pass.
         assert!(with(SessionArgs {
             vad_threshold: Some(-1.0),

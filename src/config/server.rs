@@ -20,6 +20,38 @@ pub struct ServerFile {
     pub storage: StorageSection,
     pub health: HealthSection,
     pub auth: AuthSection,
+    pub tls: TlsSection,
+}
+
+/// `tls:` — one certificate for every listener (the original's later keys,
+/// plus `client_ca_file` and `reload_interval_sec`, ours).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Refuse to start without a certificate.
+    pub required: bool,
+    /// PEM CA certificates clients must present a certificate from (mutual
+    /// TLS). (Ours.)
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for a new certificate; SIGHUP
+    /// reloads at once. (Ours.)
+    pub reload_interval_sec: f64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            required: false,
+            client_ca_file: None,
+            reload_interval_sec: 30.0,
+        }
+    }
 }
 
 /// `auth:` — who may open a session. (Ours, after the original's later
@@ -402,6 +434,27 @@ impl ServerFile {
             self.storage.queue_max_chunks >= 1,
             "storage.queue_max_chunks",
             "must be at least 1",
+        );
+        let t = &self.tls;
+        c.check(
+            t.cert_file.is_some() == t.key_file.is_some(),
+            "tls.cert_file",
+            "tls.cert_file and tls.key_file go together: set both (or neither)",
+        );
+        c.check(
+            !t.required || t.cert_file.is_some(),
+            "tls.required",
+            "TLS is required but tls.cert_file/tls.key_file are not set",
+        );
+        c.check(
+            t.client_ca_file.is_none() || t.cert_file.is_some(),
+            "tls.client_ca_file",
+            "mutual TLS needs the server's own tls.cert_file/tls.key_file too",
+        );
+        c.check(
+            t.reload_interval_sec > 0.0,
+            "tls.reload_interval_sec",
+            "must be positive",
         );
         let h = &self.health;
         c.check(h.window_sec > 0.0, "health.window_sec", "must be positive");

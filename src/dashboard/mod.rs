@@ -50,7 +50,11 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
 /// for one poll).
 pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let every = poll::interval(args.interval)?;
-    let poller = Poller::new(&args.metrics_url, &args.system_url)?;
+    let poller = Poller::new(
+        &args.metrics_url,
+        &args.system_url,
+        args.tls.client().as_ref(),
+    )?;
     let mut state = State {
         source: poller.metrics_url.to_string(),
         ..State::default()

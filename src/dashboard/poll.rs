@@ -32,15 +32,23 @@ pub struct Poller {
 
 impl Poller {
     /// Checks both URLs; a malformed one is a usage error.
-    pub fn new(metrics_url: &str, system_url: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        metrics_url: &str,
+        system_url: &str,
+        tls: Option<&crate::client::tls::ClientTls>,
+    ) -> anyhow::Result<Self> {
         let parse = |flag: &str, s: &str| {
             Url::parse(s).map_err(|e| UsageError(format!("{flag} `{s}` is not a URL: {e}")))
         };
         let metrics_url = parse("--metrics-url", metrics_url)?;
         let system_url = parse("--system-url", system_url)?;
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = tls {
+            builder = tls.http(builder)?;
+        }
+        let client = builder
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
         let token = std::env::var(crate::env::ENV_OBSERVABILITY_TOKEN)
@@ -147,7 +155,7 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_usage_errors() {
-        let err = Poller::new("not a url", "http://127.0.0.1:1/system").expect_err("bad url");
+        let err = Poller::new("not a url", "http://127.0.0.1:1/system", None).expect_err("bad url");
         assert!(err.is::<UsageError>());
         assert!(err.to_string().contains("--metrics-url"), "{err}");
     }
@@ -158,6 +166,7 @@ mod tests {
         let p = Poller::new(
             "http://127.0.0.1:1/metrics.json",
             "http://127.0.0.1:1/system",
+            None,
         )
         .expect("urls");
         let poll = p.poll().await;

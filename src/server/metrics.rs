@@ -4,7 +4,7 @@
 //! code.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -155,6 +155,15 @@ pub struct ServerMetrics {
     pub stream_latency: Family<MeasureLabels, Histogram, fn() -> Histogram>,
     /// The last [`RECENT_DECODES`] values of each measure.
     recent_latency: Mutex<HashMap<StreamLatency, VecDeque<f64>>>,
+    /// The serving certificate's notAfter, Unix seconds (0 = no TLS).
+    pub tls_not_after: AtomicI64,
+    /// Certificates loaded again after a change or SIGHUP.
+    pub tls_reloads: AtomicU64,
+    /// Reloads that failed (the previous certificate stayed in service).
+    pub tls_reload_failures: AtomicU64,
+    /// Connections closed during the TLS handshake (plaintext clients,
+    /// untrusted client certificates, timeouts).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// How many decodes the live quantiles look back over.
@@ -228,6 +237,10 @@ impl Default for ServerMetrics {
             recent: Mutex::new(VecDeque::with_capacity(RECENT_DECODES)),
             stream_latency: Family::new_with_constructor(latency_histogram),
             recent_latency: Mutex::default(),
+            tls_not_after: AtomicI64::new(0),
+            tls_reloads: AtomicU64::new(0),
+            tls_reload_failures: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod service;
 pub mod session;
 pub mod settings;
 pub mod snapshot;
+pub mod tls;
 pub mod web;
 
 use std::future::Future;
@@ -68,6 +69,8 @@ pub struct BoundServer {
     keys: Option<KeyStore>,
     /// Signed-token checker (`create_session_auth_profile: signed_token`).
     signed: Option<Arc<crate::auth::signed::SignedTokens>>,
+    /// The certificate every listener serves, when TLS is on.
+    tls: Option<tls::Tls>,
 }
 
 impl BoundServer {
@@ -160,6 +163,14 @@ impl BoundServer {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let metrics = Arc::new(ServerMetrics::default());
+        let tls = match settings.tls_files() {
+            Some(files) => Some(tls::Tls::load(files, metrics.clone())?),
+            None => {
+                tracing::warn!("TLS is off: audio, transcripts and keys travel in plaintext. Set tls.cert_file/tls.key_file (--tls-cert-file/--tls-key-file) to turn it on");
+                None
+            }
+        };
         let keys_env = std::env::var(crate::auth::KEYS_ENV).ok();
         let keys = KeyStore::load(
             settings.server.auth.keys_file.as_deref(),
@@ -220,7 +231,6 @@ impl BoundServer {
             }
             None => None,
         };
-        let metrics = Arc::new(ServerMetrics::default());
         let deps = Arc::new(SessionDeps {
             capture,
             metrics: metrics.clone(),
@@ -258,6 +268,7 @@ impl BoundServer {
             metrics,
             keys,
             signed,
+            tls,
             settings,
         })
     }
@@ -328,8 +339,15 @@ impl BoundServer {
 
         let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let http_stop = CancellationToken::new();
+        if let Some(tls) = &self.tls {
+            tls.spawn_reloader(
+                secs(self.settings.server.tls.reload_interval_sec),
+                closing.clone(),
+            );
+        }
+        let incoming = |listener, plane| tls::Incoming::new(listener, self.tls.as_ref(), plane);
         let http = tokio::spawn(http::serve(
-            self.http_listener,
+            incoming(self.http_listener, tls::Plane::Operations)?,
             http::AppState {
                 metrics: self.metrics.clone(),
                 registry: self.registry.clone(),
@@ -360,25 +378,28 @@ impl BoundServer {
         ));
         let grpc_stop = CancellationToken::new();
         let mut grpc = tokio::spawn(grpc::serve(
-            self.listener,
+            incoming(self.listener, tls::Plane::Grpc)?,
             backend,
             limits,
             health,
             grpc_stop.clone().cancelled_owned(),
         ));
         let web_stop = CancellationToken::new();
-        let web = self.web_listener.map(|listener| {
-            let state = web::WebState {
-                service: service.clone(),
-                max_frame_bytes: web_frame_limit(s),
-                max_upload_bytes: s.max_upload_bytes,
-            };
-            tokio::spawn(web::serve(
-                listener,
-                state,
-                web_stop.clone().cancelled_owned(),
-            ))
-        });
+        let web = match self.web_listener {
+            None => None,
+            Some(listener) => {
+                let state = web::WebState {
+                    service: service.clone(),
+                    max_frame_bytes: web_frame_limit(s),
+                    max_upload_bytes: s.max_upload_bytes,
+                };
+                Some(tokio::spawn(web::serve(
+                    incoming(listener, tls::Plane::Web)?,
+                    state,
+                    web_stop.clone().cancelled_owned(),
+                )))
+            }
+        };
         tracing::info!(grpc = %self.grpc_addr, http = %self.http_addr, "serving");
         let metrics_logger = s.log_metrics.then(|| {
             let (metrics, registry, deps, models) = (

@@ -156,6 +156,16 @@ impl Settings {
 
     /// `compute_type` → whisper.cpp: only flash attention is a run-time
     /// choice; precision is the model file's (convert with `stt models import`).
+    /// The certificate files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<crate::server::tls::TlsFiles> {
+        let t = &self.server.tls;
+        Some(crate::server::tls::TlsFiles {
+            cert: t.cert_file.clone()?,
+            key: t.key_file.clone()?,
+            client_ca: t.client_ca_file.clone(),
+        })
+    }
+
     pub fn flash_attn(&self) -> bool {
         self.model.model.device == "cuda"
     }
@@ -265,6 +275,18 @@ fn apply_flags(a: &ServeArgs, f: &mut ServerFile, m: &mut ModelFile) -> anyhow::
     }
     if a.require_api_key {
         s.require_api_key = true;
+    }
+    if let Some(v) = &a.tls_cert_file {
+        f.tls.cert_file = Some(v.clone());
+    }
+    if let Some(v) = &a.tls_key_file {
+        f.tls.key_file = Some(v.clone());
+    }
+    if a.tls_required {
+        f.tls.required = true;
+    }
+    if let Some(v) = &a.tls_client_ca_file {
+        f.tls.client_ca_file = Some(v.clone());
     }
     if let Some(v) = &a.log_level {
         f.logging.level = v.clone();

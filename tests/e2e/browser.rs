@@ -43,21 +43,28 @@ fn chromedriver() -> Driver {
 
 /// A headless Chromium whose microphone plays `audio` (a WAV), looping.
 async fn browser(driver: &Driver, audio: &Path) -> Client {
+    browser_with(driver, audio, &[]).await
+}
+
+/// [`browser`] with more Chromium flags.
+async fn browser_with(driver: &Driver, audio: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        "--headless=new".to_string(),
+        // Root in a container has no user namespace for the sandbox.
+        "--no-sandbox".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-gpu".into(),
+        "--window-size=1000,900".into(),
+        "--use-fake-ui-for-media-stream".into(),
+        "--use-fake-device-for-media-stream".into(),
+        format!("--use-file-for-fake-audio-capture={}", audio.display()),
+        "--autoplay-policy=no-user-gesture-required".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     let caps = json!({
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new",
-                // Root in a container has no user namespace for the sandbox.
-                "--no-sandbox",
-                "--disable-dev-shm-usage",
-                "--disable-gpu",
-                "--window-size=1000,900",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                format!("--use-file-for-fake-audio-capture={}", audio.display()),
-                "--autoplay-policy=no-user-gesture-required",
-            ]
+            "args": args,
         }
     });
     let serde_json::Value::Object(caps) = caps else {
@@ -171,6 +178,42 @@ async fn browser_page_shows_live_captions_of_the_microphone() {
         .await
         .expect("click stop");
     wait_text(&c, "#status", Duration::from_secs(40), |t| t == "stopped").await;
+    c.close().await.ok();
+    let by = server.metrics.started_by_transport();
+    assert!(by.get("websocket").copied().unwrap_or(0) >= 1, "{by:?}");
+}
+
+#[tokio::test]
+async fn browser_page_over_https_streams_over_wss() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::tls::ca(dir.path(), "ca");
+    let (crt, key) = crate::tls::leaf(dir.path(), &ca, "server");
+    let server = crate::tls::tls_server(&crt, &key, |_| {});
+    let driver = chromedriver();
+    // The test's own CA is not in Chromium's store; a deployment's
+    // certificate would be.
+    let c = browser_with(
+        &driver,
+        &microphone_audio(),
+        &["--ignore-certificate-errors"],
+    )
+    .await;
+    let url = format!("https://localhost:{}", server.web.unwrap().port());
+    c.goto(&url).await.expect("open the page over https");
+    c.find(Locator::Id("start"))
+        .await
+        .expect("#start")
+        .click()
+        .await
+        .expect("click start");
+    let captions = wait_text(
+        &c,
+        "#finals li.final span.text",
+        Duration::from_secs(90),
+        |t| word_recall(HELLO, t) >= 0.8,
+    )
+    .await;
+    assert_words(HELLO, &captions, 0.8);
     c.close().await.ok();
     let by = server.metrics.started_by_transport();
     assert!(by.get("websocket").copied().unwrap_or(0) >= 1, "{by:?}");

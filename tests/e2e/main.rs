@@ -25,6 +25,7 @@ mod serve;
 mod server;
 mod signed;
 mod streaming;
+mod tls;
 mod transcribe;
 mod vad;
 mod words;

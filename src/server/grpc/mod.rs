@@ -8,8 +8,7 @@ pub mod service;
 
 use std::future::Future;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use crate::server::tls::Incoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
@@ -45,7 +44,7 @@ pub async fn set_not_serving(reporter: &HealthReporter) {
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight calls
 /// finish.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: Incoming,
     backend: Backend,
     limits: MessageLimits,
     health: tonic_health::pb::health_server::HealthServer<
@@ -76,6 +75,6 @@ pub async fn serve(
         }
     };
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming.into_stream(), shutdown)
         .await
 }

@@ -17,9 +17,9 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::server::tls::Incoming;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
 
 use crate::server::metrics::ServerMetrics;
 use crate::server::model_registry::ModelRegistry;
@@ -93,7 +93,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Incoming,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -314,8 +314,46 @@ impl Collector for Snapshot {
                 ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
             }
         }
-        Ok(())
+        tls(e, &state.metrics)
     }
+}
+
+/// TLS health: seconds left on the certificate (computed at scrape time, so
+/// an alert on `< 14 days` needs no arithmetic), reloads and failed
+/// handshakes. Absent when TLS is off.
+fn tls(e: &mut DescriptorEncoder, m: &crate::server::metrics::ServerMetrics) -> std::fmt::Result {
+    use std::sync::atomic::Ordering::Relaxed;
+    let not_after = m.tls_not_after.load(Relaxed);
+    if not_after == 0 {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    gauge(
+        e,
+        "stt_tls_cert_expiry_seconds",
+        "Seconds until the serving TLS certificate expires (negative: expired)",
+        not_after - now,
+    )?;
+    counter(
+        e,
+        "stt_tls_reloads",
+        "TLS certificates loaded again after a change or SIGHUP",
+        m.tls_reloads.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "stt_tls_reload_failures",
+        "TLS reloads that failed; the previous certificate stayed in service",
+        m.tls_reload_failures.load(Relaxed),
+    )?;
+    counter(
+        e,
+        "stt_tls_handshake_failures",
+        "Connections closed during the TLS handshake",
+        m.tls_handshake_failures.load(Relaxed),
+    )
 }
 
 /// A counter family with one label, one sample per entry of `values`.

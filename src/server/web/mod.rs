@@ -10,10 +10,10 @@ pub mod ws;
 
 use std::future::Future;
 
+use crate::server::tls::Incoming;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
 
 use crate::error::{ErrorCode, SttError};
 use crate::server::service::SessionService;
@@ -53,11 +53,11 @@ pub fn router(state: WebState) -> Router {
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Incoming,
     state: WebState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(state).into_make_service_with_connect_info::<crate::server::tls::Peer>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -194,7 +194,9 @@ pub fn close_code(code: ErrorCode) -> u16 {
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(web): State<WebState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::ConnectInfo(crate::server::tls::Peer(peer)): axum::extract::ConnectInfo<
+        crate::server::tls::Peer,
+    >,
     headers: axum::http::HeaderMap,
 ) -> Response {
     // Browsers cannot set headers on a WebSocket; other clients may send
