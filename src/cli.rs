@@ -65,6 +65,10 @@ pub enum KeysCommand {
         /// Model ids the key may use (comma-separated; default: any).
         #[arg(long, value_delimiter = ',', value_name = "ID,…")]
         models: Vec<String>,
+        /// Seconds of audio a minute the key may stream, over all its
+        /// sessions.
+        #[arg(long, value_name = "SEC")]
+        audio_seconds_per_minute: Option<f64>,
     },
     /// List the keys: id, state, limits, name (never secrets).
     List,

@@ -36,6 +36,13 @@ pub enum ErrorCode {
     Err1013,
     /// Too many new sessions: `server.create_session_rps`. (Ours.)
     Err1014,
+    /// The session sent more audio than `server.max_audio_seconds_per_session`.
+    /// (Ours; the original's later versions say ERR2004.)
+    Err1015,
+    /// Audio arrives faster than allowed: `server.max_audio_bytes_per_sec`
+    /// or the key's `audio_seconds_per_minute`. (Ours; the original's later
+    /// versions say ERR2003.)
+    Err1016,
     /// Decode timed out waiting for pending tasks.
     Err2001,
     /// Decode task failed.
@@ -62,11 +69,18 @@ pub enum ErrorCode {
     Err4006,
     /// No such control-plane endpoint. (Ours.)
     Err4007,
+    /// The client's address is not in the allowlist (`STT_HTTP_ALLOWLIST`,
+    /// `STT_GRPC_ALLOWLIST`). (As the original's later versions.)
+    Err4008,
+    /// Too many HTTP requests from one address: `server.http_rate_limit_rps`.
+    /// (Ours; the original's later ERR4007, which is taken here, and its
+    /// ERR4009 means something else.)
+    Err4010,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::Err1001,
         Self::Err1002,
         Self::Err1003,
@@ -81,6 +95,8 @@ impl ErrorCode {
         Self::Err1012,
         Self::Err1013,
         Self::Err1014,
+        Self::Err1015,
+        Self::Err1016,
         Self::Err2001,
         Self::Err2002,
         Self::Err2003,
@@ -94,6 +110,8 @@ impl ErrorCode {
         Self::Err4005,
         Self::Err4006,
         Self::Err4007,
+        Self::Err4008,
+        Self::Err4010,
     ];
 
     /// The code as clients see it, e.g. `"ERR1007"`.
@@ -113,6 +131,8 @@ impl ErrorCode {
             Self::Err1012 => "ERR1012",
             Self::Err1013 => "ERR1013",
             Self::Err1014 => "ERR1014",
+            Self::Err1015 => "ERR1015",
+            Self::Err1016 => "ERR1016",
             Self::Err2001 => "ERR2001",
             Self::Err2002 => "ERR2002",
             Self::Err2003 => "ERR2003",
@@ -126,6 +146,8 @@ impl ErrorCode {
             Self::Err4005 => "ERR4005",
             Self::Err4006 => "ERR4006",
             Self::Err4007 => "ERR4007",
+            Self::Err4008 => "ERR4008",
+            Self::Err4010 => "ERR4010",
         }
     }
 
@@ -140,7 +162,9 @@ impl ErrorCode {
             Self::Err1004 | Self::Err1009 | Self::Err1012 => Code::Unauthenticated,
             Self::Err1005 | Self::Err1013 => Code::PermissionDenied,
             Self::Err1006 => Code::DeadlineExceeded,
-            Self::Err1008 | Self::Err1014 => Code::ResourceExhausted,
+            Self::Err1008 | Self::Err1014 | Self::Err1015 | Self::Err1016 | Self::Err4010 => {
+                Code::ResourceExhausted
+            }
             Self::Err2001 | Self::Err2002 => Code::Internal,
             Self::Err2003 | Self::Err2004 => Code::Unavailable,
             Self::Err3001 | Self::Err3002 => Code::Unknown,
@@ -152,6 +176,7 @@ impl ErrorCode {
             Self::Err4005 => Code::PermissionDenied,
             Self::Err4006 => Code::InvalidArgument,
             Self::Err4007 => Code::NotFound,
+            Self::Err4008 => Code::PermissionDenied,
         }
     }
 
@@ -169,7 +194,8 @@ impl ErrorCode {
             Self::Err1005 | Self::Err1013 => 403,
             Self::Err1002 => 409,
             Self::Err1006 => 408,
-            Self::Err1008 | Self::Err1014 => 429,
+            Self::Err1008 | Self::Err1014 | Self::Err1015 | Self::Err1016 | Self::Err4010 => 429,
+            Self::Err4008 => 403,
             Self::Err2003 | Self::Err2004 => 503,
             Self::Err1001 | Self::Err1003 | Self::Err1007 | Self::Err1010 | Self::Err1011 => 400,
             Self::Err2001 | Self::Err2002 | Self::Err3001 | Self::Err3002 => 500,

@@ -20,7 +20,13 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
             name,
             max_sessions,
             models,
+            audio_seconds_per_minute,
         } => {
+            if audio_seconds_per_minute.is_some_and(|a| !(a.is_finite() && a > 0.0)) {
+                bail!(UsageError(
+                    "--audio-seconds-per-minute must be a positive number".into()
+                ));
+            }
             if id.is_empty() || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 bail!(UsageError("--id must be non-empty, without spaces".into()));
             }
@@ -37,6 +43,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
                 name,
                 max_sessions,
                 models,
+                audio_seconds_per_minute,
                 revoked: false,
             });
             file.save(path).map_err(anyhow::Error::msg)?;

@@ -47,6 +47,10 @@ pub struct KeyEntry {
     /// Model ids this key may use; empty = any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Seconds of audio a minute this key may stream, over all its
+    /// sessions (ERR1016 beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_seconds_per_minute: Option<f64>,
     /// A revoked key is refused (kept so the refusal can say so).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
@@ -125,6 +129,7 @@ pub struct KeyInfo {
     pub id: String,
     pub max_sessions: Option<usize>,
     pub models: Vec<String>,
+    pub audio_seconds_per_minute: Option<f64>,
 }
 
 /// Why a presented secret was refused.
@@ -210,6 +215,7 @@ impl KeyStore {
                 id: k.id.clone(),
                 max_sessions: k.max_sessions,
                 models: k.models.clone(),
+                audio_seconds_per_minute: k.audio_seconds_per_minute,
             }),
         }
     }
@@ -271,6 +277,7 @@ fn parse_env(value: &str) -> Result<Vec<([u8; 32], KeyEntry)>, String> {
             name: None,
             max_sessions: None,
             models: Vec::new(),
+            audio_seconds_per_minute: None,
             revoked: false,
         };
         let digest = digest_of(&entry.hash).ok_or("hashing failed")?;
@@ -297,6 +304,7 @@ mod tests {
             name: None,
             max_sessions: Some(2),
             models: vec!["tiny.en".into()],
+            audio_seconds_per_minute: None,
             revoked: false,
         }
     }

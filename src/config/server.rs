@@ -141,6 +141,25 @@ pub struct ServerSection {
     pub create_session_rps: f64,
     /// How many new sessions may come at once before the rate applies.
     pub create_session_burst: u32,
+    /// Seconds of audio one session may send; 0 = no cap (ERR1015).
+    pub max_audio_seconds_per_session: f64,
+    /// PCM bytes a second one client (API key, else IP) may stream over
+    /// all its sessions; 0 = no limit (ERR1016).
+    pub max_audio_bytes_per_sec: u64,
+    /// Bytes that may arrive at once before that rate applies.
+    pub max_audio_bytes_per_sec_burst: u64,
+    /// HTTP requests a second per client IP on the operations and data
+    /// planes (WebSocket upgrades included); 0 = no limit (ERR4010).
+    pub http_rate_limit_rps: f64,
+    pub http_rate_limit_burst: u32,
+    /// Client addresses (CIDRs or IPs) the HTTP planes serve; empty = all
+    /// (ERR4008). `STT_HTTP_ALLOWLIST` (comma-separated) wins.
+    pub http_allowlist: Vec<String>,
+    /// The same for gRPC (ours); `STT_GRPC_ALLOWLIST` wins.
+    pub grpc_allowlist: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client;
+    /// `STT_HTTP_TRUSTED_PROXIES` wins.
+    pub http_trusted_proxies: Vec<String>,
     /// Seconds open streams get to flush their finals on shutdown. (Ours.)
     pub shutdown_grace_sec: f64,
 }
@@ -175,6 +194,17 @@ impl Default for ServerSection {
             max_sessions_per_ip: 0,
             create_session_rps: 0.0,
             create_session_burst: 10,
+            // The original's shipped values: an hour per session, 100× real
+            // time per client.
+            max_audio_seconds_per_session: 3600.0,
+            max_audio_bytes_per_sec: 3_200_000,
+            max_audio_bytes_per_sec_burst: 6_400_000,
+            // Generous to dashboards and probes, a wall to a flood.
+            http_rate_limit_rps: 20.0,
+            http_rate_limit_burst: 40,
+            http_allowlist: Vec::new(),
+            grpc_allowlist: Vec::new(),
+            http_trusted_proxies: Vec::new(),
             shutdown_grace_sec: 10.0,
         }
     }
@@ -434,6 +464,22 @@ impl ServerFile {
             self.storage.queue_max_chunks >= 1,
             "storage.queue_max_chunks",
             "must be at least 1",
+        );
+        c.check(
+            s.max_audio_seconds_per_session >= 0.0,
+            "server.max_audio_seconds_per_session",
+            "must not be negative (0 = no cap)",
+        );
+        c.check(
+            s.http_rate_limit_rps >= 0.0,
+            "server.http_rate_limit_rps",
+            "must not be negative (0 = no limit)",
+        );
+        c.check(
+            s.max_audio_bytes_per_sec <= u64::from(u32::MAX)
+                && s.max_audio_bytes_per_sec_burst <= u64::from(u32::MAX),
+            "server.max_audio_bytes_per_sec",
+            "must be at most 4294967295 (and so must the burst)",
         );
         let t = &self.tls;
         c.check(

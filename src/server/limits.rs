@@ -1,13 +1,22 @@
-//! Rate limits on new sessions (`server.create_session_rps` /
-//! `create_session_burst`): a token bucket per API key, or per client IP
-//! for sessions without one, checked before the key itself so a flood of
-//! bad keys is throttled too. The buckets are bounded: idle ones are
-//! dropped once there are many.
+//! Token buckets (governor), each keyed and bounded (idle buckets are
+//! swept once there are many):
+//! - new sessions (`server.create_session_rps` / `create_session_burst`),
+//!   per API key, or per client IP for sessions without one, checked before
+//!   the key itself so a flood of bad keys is throttled too;
+//! - streamed audio bytes (`server.max_audio_bytes_per_sec` / `_burst`),
+//!   per API key, else per client IP, over all of that client's sessions;
+//! - streamed audio seconds per API key (`audio_seconds_per_minute` in the
+//!   keys file);
+//! - HTTP requests per client IP (`server.http_rate_limit_rps` / `_burst`).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::{ErrorCode, SttError};
 
 /// Buckets kept before idle ones are swept.
 const MAX_BUCKETS: usize = 10_000;
@@ -45,6 +54,127 @@ impl SessionRateLimit {
     }
 }
 
+/// `server.max_audio_bytes_per_sec` / `_burst`: PCM bytes per client.
+pub struct AudioRateLimit {
+    limiter: DefaultKeyedRateLimiter<String>,
+    rate: u32,
+    burst: u32,
+}
+
+impl AudioRateLimit {
+    /// `None` when `bytes_per_sec` is 0 (no limit). A burst below the rate
+    /// is taken as the rate.
+    pub fn new(bytes_per_sec: u64, burst: u64) -> Option<Self> {
+        let rate = u32::try_from(bytes_per_sec)
+            .ok()
+            .and_then(NonZeroU32::new)?;
+        let burst =
+            NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).map_or(rate, |b| b.max(rate));
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            rate: rate.get(),
+            burst: burst.get(),
+        })
+    }
+
+    /// Takes `bytes` from `key`'s bucket, or refuses the chunk (ERR1016):
+    /// audio arriving faster than a real-time source can is refused, not
+    /// queued, as the original does.
+    pub fn check(&self, key: &str, bytes: usize) -> Result<(), SttError> {
+        let Some(n) = u32::try_from(bytes).ok().and_then(NonZeroU32::new) else {
+            return Ok(());
+        };
+        if self.limiter.len() > MAX_BUCKETS {
+            self.limiter.retain_recent();
+        }
+        match self.limiter.check_key_n(&key.to_string(), n) {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SttError::new(
+                ErrorCode::Err1016,
+                format!(
+                    "audio arrives faster than this server allows one client ({} bytes/s, bursts of {} bytes: server.max_audio_bytes_per_sec); send at real time",
+                    self.rate, self.burst
+                ),
+            )),
+        }
+    }
+}
+
+/// Per-key `audio_seconds_per_minute`: one bucket of audio milliseconds
+/// per key id (the keys file bounds how many).
+#[derive(Default)]
+pub struct KeyAudioQuotas {
+    buckets: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
+}
+
+impl KeyAudioQuotas {
+    /// Takes `audio_ms` from key `id`'s minute, or refuses (ERR1016).
+    pub fn check(&self, id: &str, per_minute_sec: f64, audio_ms: u64) -> Result<(), SttError> {
+        let per_minute_ms = (per_minute_sec * 1000.0).clamp(1.0, f64::from(u32::MAX)) as u32;
+        let Some(per_minute) = NonZeroU32::new(per_minute_ms) else {
+            return Ok(());
+        };
+        let bucket = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = buckets.entry(id.to_string()).or_insert_with(|| {
+                (
+                    per_minute_ms,
+                    Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))),
+                )
+            });
+            // The keys file changed this key's quota: start it afresh.
+            if entry.0 != per_minute_ms {
+                *entry = (
+                    per_minute_ms,
+                    Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))),
+                );
+            }
+            entry.1.clone()
+        };
+        let Some(n) = u32::try_from(audio_ms).ok().and_then(NonZeroU32::new) else {
+            return Ok(());
+        };
+        match bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SttError::new(
+                ErrorCode::Err1016,
+                format!("API key {id} may stream {per_minute_sec} s of audio a minute (audio_seconds_per_minute in the keys file); wait, or ask for a larger quota"),
+            )),
+        }
+    }
+}
+
+/// `server.http_rate_limit_rps` / `_burst`: requests per client IP.
+pub struct HttpRateLimit {
+    limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+impl HttpRateLimit {
+    /// `None` when `rps` is not positive (no limit).
+    pub fn new(rps: f64, burst: u32) -> Option<Self> {
+        if !(rps.is_finite() && rps > 0.0) {
+            return None;
+        }
+        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))?
+            .allow_burst(NonZeroU32::new(burst.max(1))?);
+        Some(Self {
+            limiter: RateLimiter::keyed(quota),
+        })
+    }
+
+    /// One request from `ip`; `Err` with how long until the next.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > MAX_BUCKETS {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +192,36 @@ mod tests {
         // Another key has its own bucket.
         assert!(l.check("b").is_ok());
         assert!(SessionRateLimit::new(0.0, 5).is_none());
+    }
+
+    #[test]
+    fn audio_bytes_a_burst_then_refused_per_client() {
+        let l = AudioRateLimit::new(32_000, 64_000).expect("a limit");
+        assert!(l.check("ip:a", 64_000).is_ok());
+        let e = l.check("ip:a", 3_200).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Err1016);
+        // A chunk larger than the burst can never pass.
+        assert!(l.check("ip:b", 64_001).is_err());
+        assert!(l.check("ip:c", 3_200).is_ok());
+        assert!(AudioRateLimit::new(0, 10).is_none());
+    }
+
+    #[test]
+    fn key_audio_quota_is_a_minute_of_milliseconds() {
+        let q = KeyAudioQuotas::default();
+        assert!(q.check("k", 2.0, 1_500).is_ok());
+        assert_eq!(q.check("k", 2.0, 600).unwrap_err().code, ErrorCode::Err1016);
+        // Another key, and the same key with a new quota, start afresh.
+        assert!(q.check("j", 2.0, 2_000).is_ok());
+        assert!(q.check("k", 10.0, 5_000).is_ok());
+    }
+
+    #[test]
+    fn http_requests_per_ip() {
+        let l = HttpRateLimit::new(1.0, 2).expect("a limit");
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(l.check(a).is_ok() && l.check(a).is_ok());
+        assert!(l.check(a).is_err());
+        assert!(l.check("10.0.0.2".parse().unwrap()).is_ok());
     }
 }

@@ -9,6 +9,7 @@
 //! [`crate::engine`]. Only
 //! transport imports tonic types.
 
+pub mod access;
 pub mod batch;
 pub mod cadence;
 pub mod capture;
@@ -71,6 +72,13 @@ pub struct BoundServer {
     signed: Option<Arc<crate::auth::signed::SignedTokens>>,
     /// The certificate every listener serves, when TLS is on.
     tls: Option<tls::Tls>,
+    /// Allowlist, trusted proxies and request rate of the operations plane.
+    http_access: Arc<access::HttpAccess>,
+    /// The same for the data plane, with its own request budget (a
+    /// dashboard's polls do not use up a browser's).
+    web_access: Arc<access::HttpAccess>,
+    /// The gRPC allowlist.
+    grpc_access: access::GrpcGuard,
 }
 
 impl BoundServer {
@@ -171,6 +179,9 @@ impl BoundServer {
                 None
             }
         };
+        let http_access = Arc::new(access::HttpAccess::new(s, metrics.clone())?);
+        let web_access = Arc::new(access::HttpAccess::new(s, metrics.clone())?);
+        let grpc_access = access::GrpcGuard::new(s, metrics.clone())?;
         let keys_env = std::env::var(crate::auth::KEYS_ENV).ok();
         let keys = KeyStore::load(
             settings.server.auth.keys_file.as_deref(),
@@ -242,6 +253,11 @@ impl BoundServer {
             realtime: settings.profile("realtime"),
             accurate: settings.profile("accurate"),
             stats: Arc::new(SessionStats::default()),
+            audio_rate: limits::AudioRateLimit::new(
+                s.max_audio_bytes_per_sec,
+                s.max_audio_bytes_per_sec_burst,
+            ),
+            key_audio: limits::KeyAudioQuotas::default(),
         });
         tracing::info!(
             grpc = %grpc_addr,
@@ -269,6 +285,9 @@ impl BoundServer {
             keys,
             signed,
             tls,
+            http_access,
+            web_access,
+            grpc_access,
             settings,
         })
     }
@@ -348,6 +367,7 @@ impl BoundServer {
         let incoming = |listener, plane| tls::Incoming::new(listener, self.tls.as_ref(), plane);
         let http = tokio::spawn(http::serve(
             incoming(self.http_listener, tls::Plane::Operations)?,
+            self.http_access.clone(),
             http::AppState {
                 metrics: self.metrics.clone(),
                 registry: self.registry.clone(),
@@ -379,6 +399,7 @@ impl BoundServer {
         let grpc_stop = CancellationToken::new();
         let mut grpc = tokio::spawn(grpc::serve(
             incoming(self.listener, tls::Plane::Grpc)?,
+            self.grpc_access.clone(),
             backend,
             limits,
             health,
@@ -395,6 +416,7 @@ impl BoundServer {
                 };
                 Some(tokio::spawn(web::serve(
                     incoming(listener, tls::Plane::Web)?,
+                    self.web_access.clone(),
                     state,
                     web_stop.clone().cancelled_owned(),
                 )))

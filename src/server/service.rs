@@ -239,8 +239,9 @@ impl SessionService {
             None => None,
             Some(secret) => {
                 let key = self.check_key(&secret, model.id())?;
-                opts.api_key = Some(key.0);
-                key.1
+                opts.api_key = Some(key.id);
+                opts.audio_seconds_per_minute = key.audio_seconds_per_minute;
+                key.max_sessions
             }
         };
         opts.attributes
@@ -248,12 +249,18 @@ impl SessionService {
         Ok((opts, model, per_key))
     }
 
-    /// The id a presented key goes by, and its session cap. With no key
-    /// list, any key passes under a short hash of itself.
-    fn check_key(&self, secret: &str, model: &str) -> Result<(String, Option<usize>), SttError> {
+    /// The id a presented key goes by and its limits (the server-wide
+    /// session cap for keys without their own). With no key list, any key
+    /// passes under a short hash of itself.
+    fn check_key(&self, secret: &str, model: &str) -> Result<auth::KeyInfo, SttError> {
         let default_cap = self.inner.max_sessions_per_key;
         let Some(store) = &self.inner.keys else {
-            return Ok((auth::anonymous_label(secret), default_cap));
+            return Ok(auth::KeyInfo {
+                id: auth::anonymous_label(secret),
+                max_sessions: default_cap,
+                models: Vec::new(),
+                audio_seconds_per_minute: None,
+            });
         };
         match store.check(secret) {
             Ok(key) => {
@@ -267,7 +274,10 @@ impl SessionService {
                         ),
                     ));
                 }
-                Ok((key.id, key.max_sessions.or(default_cap)))
+                Ok(auth::KeyInfo {
+                    max_sessions: key.max_sessions.or(default_cap),
+                    ..key
+                })
             }
             Err(KeyRefusal::Unknown) => Err(SttError::new(
                 ErrorCode::Err1012,

@@ -205,6 +205,8 @@ impl Settings {
             partial_window_samples: samples(s.partial_decode_window_sec).max(16_000),
             max_pending_per_stream: s.max_pending_decodes_per_stream.max(1),
             speech_rms_threshold: self.server.safety.speech_rms_threshold as f32,
+            max_audio_seconds: (s.max_audio_seconds_per_session > 0.0)
+                .then_some(s.max_audio_seconds_per_session),
         }
     }
 

@@ -45,6 +45,7 @@ pub async fn set_not_serving(reporter: &HealthReporter) {
 /// finish.
 pub async fn serve(
     incoming: Incoming,
+    access: crate::server::access::GrpcGuard,
     backend: Backend,
     limits: MessageLimits,
     health: tonic_health::pb::health_server::HealthServer<
@@ -63,7 +64,10 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha();
-    let mut builder = Server::builder();
+    // The allowlist runs before any service, health and reflection included.
+    let mut builder = Server::builder().layer(tonic::service::InterceptorLayer::new(move |req| {
+        access.check(req)
+    }));
     let router = builder.add_service(stt).add_service(health);
     let router = match (reflection_v1, reflection_v1alpha) {
         (Ok(v1), Ok(v1a)) => router.add_service(v1).add_service(v1a),

@@ -6,6 +6,7 @@
 
 mod admin;
 mod error;
+pub use error::ApiError;
 pub mod health;
 mod metrics;
 mod prometheus;
@@ -94,10 +95,17 @@ pub fn router(state: AppState) -> Router {
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: Incoming,
+    access: Arc<crate::server::access::HttpAccess>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::server::access::http_guard,
+        ))
+        .into_make_service_with_connect_info::<crate::server::tls::Peer>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

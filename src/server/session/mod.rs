@@ -72,6 +72,8 @@ pub struct SessionLimits {
     pub max_pending_per_stream: usize,
     /// `safety.speech_rms_threshold`: quieter utterances are not decoded.
     pub speech_rms_threshold: f32,
+    /// `server.max_audio_seconds_per_session` (ERR1015).
+    pub max_audio_seconds: Option<f64>,
 }
 
 /// Counters every session updates (read by metrics).
@@ -109,6 +111,10 @@ pub struct SessionDeps {
     /// `logging.log_transcripts`: finals' text goes to the log (off by
     /// default: transcripts are the users' data).
     pub log_transcripts: bool,
+    /// `server.max_audio_bytes_per_sec`, shared by every session.
+    pub audio_rate: Option<crate::server::limits::AudioRateLimit>,
+    /// Per-key `audio_seconds_per_minute` buckets.
+    pub key_audio: crate::server::limits::KeyAudioQuotas,
 }
 
 /// How the server asks a session to stop.

@@ -112,6 +112,20 @@ pub struct SessionOptions {
     pub word_timestamps: bool,
     /// `attributes["prompt"]`: initial prompt / hotwords for every decode.
     pub prompt: Option<Arc<str>>,
+    /// The API key's `audio_seconds_per_minute` (keys file), if any.
+    pub audio_seconds_per_minute: Option<f64>,
+}
+
+impl SessionOptions {
+    /// Whose audio-rate bucket this session draws on: its API key, else
+    /// its client address, else the session itself.
+    pub fn rate_key(&self) -> String {
+        match (&self.api_key, self.peer) {
+            (Some(key), _) => format!("api:{key}"),
+            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, None) => format!("session:{}", self.id),
+        }
+    }
 }
 
 /// Attribute asking for word timings on finals.
@@ -292,6 +306,7 @@ impl SessionOptions {
             id,
             word_timestamps,
             prompt,
+            audio_seconds_per_minute: None,
             attributes: req.attributes,
             vad_mode: req.vad_mode.unwrap_or(VadMode::Continue),
             vad_silence,

@@ -240,6 +240,7 @@ mod tests {
             peer: None,
             word_timestamps: false,
             prompt: None,
+            audio_seconds_per_minute: None,
         }
     }
 

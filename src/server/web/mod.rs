@@ -54,10 +54,16 @@ pub fn router(state: WebState) -> Router {
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: Incoming,
+    access: std::sync::Arc<crate::server::access::HttpAccess>,
     state: WebState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<crate::server::tls::Peer>();
+    let app = router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::server::access::http_guard,
+        ))
+        .into_make_service_with_connect_info::<crate::server::tls::Peer>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -128,20 +128,20 @@ impl ResponseFormat {
 
 pub async fn transcriptions(
     State(web): State<WebState>,
-    peer: axum::extract::ConnectInfo<crate::server::tls::Peer>,
+    peer: axum::Extension<crate::server::access::ClientIp>,
     headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    transcribe(web, peer.0 .0.ip(), headers, form, Task::Transcribe).await
+    transcribe(web, peer.0 .0, headers, form, Task::Transcribe).await
 }
 
 pub async fn translations(
     State(web): State<WebState>,
-    peer: axum::extract::ConnectInfo<crate::server::tls::Peer>,
+    peer: axum::Extension<crate::server::access::ClientIp>,
     headers: HeaderMap,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    transcribe(web, peer.0 .0.ip(), headers, form, Task::Translate).await
+    transcribe(web, peer.0 .0, headers, form, Task::Translate).await
 }
 
 async fn transcribe(

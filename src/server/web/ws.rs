@@ -194,8 +194,8 @@ pub fn close_code(code: ErrorCode) -> u16 {
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(web): State<WebState>,
-    axum::extract::ConnectInfo(crate::server::tls::Peer(peer)): axum::extract::ConnectInfo<
-        crate::server::tls::Peer,
+    axum::Extension(crate::server::access::ClientIp(peer)): axum::Extension<
+        crate::server::access::ClientIp,
     >,
     headers: axum::http::HeaderMap,
 ) -> Response {
@@ -207,7 +207,7 @@ pub async fn upgrade(
     let max = web.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(socket, web, bearer, peer.ip()))
+        .on_upgrade(move |socket| serve(socket, web, bearer, peer))
 }
 
 type Sink = SplitSink<WebSocket, Message>;

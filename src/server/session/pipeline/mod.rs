@@ -105,6 +105,10 @@ pub(super) struct Pipeline {
     widened: bool,
     /// The client flushed: the buffer end then, and when.
     flush: Option<(u64, Instant)>,
+    /// Seconds of audio received so far (`max_audio_seconds_per_session`).
+    audio_received_sec: f64,
+    /// The audio-rate bucket this session draws on.
+    rate_key: String,
 }
 
 impl Pipeline {
@@ -141,6 +145,7 @@ impl Pipeline {
         let endpointer = Endpointer::new(EndpointConfig::new(opts.vad_threshold, opts.vad_silence));
         let partial_interval = deps.limits.partial_interval_samples;
         Ok(Self {
+            rate_key: opts.rate_key(),
             buffer: AudioBuffer::new(deps.budget.clone()),
             cancel: stop.abort.child_token(),
             deps,
@@ -154,6 +159,7 @@ impl Pipeline {
             vad: Some(vad),
             endpointer,
             resampler: None,
+            audio_received_sec: 0.0,
             agreement: Agreement::default(),
             utterance: None,
             next_utterance: 0,
@@ -269,6 +275,7 @@ impl Pipeline {
         if decoded.samples.is_empty() {
             return Ok(());
         }
+        self.within_audio_limits(chunk.pcm16.len(), decoded.samples.len(), decoded.rate)?;
         let mut out = Vec::with_capacity(decoded.samples.len());
         if self.resampler.as_ref().map(StreamResampler::rate) != Some(decoded.rate) {
             // A rate change mid-stream: flush the old rate's tail first.
@@ -282,6 +289,38 @@ impl Pipeline {
                 .map_err(input::malformed)?;
         }
         self.ingest(out).await
+    }
+
+    /// The client's audio rate (bytes, and the key's seconds a minute),
+    /// then the session's total, as the original checks them: a chunk that
+    /// would cross a limit is refused and ends the session.
+    fn within_audio_limits(
+        &mut self,
+        bytes: usize,
+        samples: usize,
+        rate: u32,
+    ) -> Result<(), SttError> {
+        if let Some(limit) = &self.deps.audio_rate {
+            limit.check(&self.rate_key, bytes)?;
+        }
+        let sec = samples as f64 / f64::from(rate.max(1));
+        if let (Some(key), Some(quota)) = (&self.opts.api_key, self.opts.audio_seconds_per_minute) {
+            self.deps
+                .key_audio
+                .check(key, quota, (sec * 1000.0).ceil() as u64)?;
+        }
+        if let Some(max) = self.deps.limits.max_audio_seconds {
+            if self.audio_received_sec + sec > max {
+                return Err(SttError::new(
+                    ErrorCode::Err1015,
+                    format!(
+                        "session audio limit reached: {max} s (server.max_audio_seconds_per_session); open a new session to go on"
+                    ),
+                ));
+            }
+        }
+        self.audio_received_sec += sec;
+        Ok(())
     }
 
     /// Buffers 16 kHz samples, scores them and acts on speech events.
