@@ -467,6 +467,10 @@ pub struct ServeArgs {
     /// Browser page, WebSocket and OpenAI REST port (0 = off).
     #[arg(long)]
     pub ws_port: Option<u16>,
+    /// Bind address of the browser/REST plane [default: --host when
+    /// sessions need authentication, else 127.0.0.1].
+    #[arg(long)]
+    pub ws_host: Option<String>,
     /// Log decode latency and real-time factor of every decode.
     #[arg(long)]
     pub log_metrics: bool,

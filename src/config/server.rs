@@ -109,6 +109,11 @@ pub struct ServerSection {
     /// The browser/REST data plane: page, WebSocket, OpenAI API; 0 = off.
     /// (Ours.)
     pub ws_port: u16,
+    /// Bind address of the data plane; null = `host` when sessions need
+    /// authentication, else loopback. A public address without
+    /// authentication refuses to start unless `STT_ALLOW_INSECURE_WS=1`.
+    /// (Ours.)
+    pub ws_host: Option<String>,
     /// Largest file `POST /v1/audio/…` accepts, in bytes. (Ours.)
     pub max_upload_bytes: usize,
     /// Seconds to wait for an outstanding decode; <= 0 waits forever.
@@ -172,6 +177,7 @@ impl Default for ServerSection {
             max_sessions: 0,
             metrics_port: 8000,
             ws_port: 8001,
+            ws_host: None,
             max_upload_bytes: 25 * 1024 * 1024,
             decode_timeout_sec: 30.0,
             log_metrics: false,
@@ -260,8 +266,13 @@ pub struct LoggingSection {
     pub file: Option<PathBuf>,
     /// whisper.cpp log level (the original's faster-whisper logger); WARNING when unset.
     pub faster_whisper_level: Option<String>,
-    /// Log transcript text (off: transcripts are user data). (Ours.)
+    /// Keep transcript text (off: transcripts are user data) — in
+    /// `transcript_file` only, never in the main log.
     pub log_transcripts: bool,
+    /// Where `log_transcripts` writes: JSON lines, a file a day.
+    pub transcript_file: Option<PathBuf>,
+    /// Days of transcript files kept; 0 = one file, never rotated.
+    pub transcript_retention_days: u32,
 }
 
 impl Default for LoggingSection {
@@ -271,6 +282,8 @@ impl Default for LoggingSection {
             file: None,
             faster_whisper_level: None,
             log_transcripts: false,
+            transcript_file: None,
+            transcript_retention_days: 7,
         }
     }
 }

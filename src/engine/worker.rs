@@ -123,7 +123,8 @@ impl Worker {
                 reason = reason.as_str(),
                 audio_ctx = attempt.audio_ctx,
                 temperature = attempt.temperature,
-                text = %hypothesis.text(),
+                // Its length only: transcripts never go to the main log.
+                chars = hypothesis.text().chars().count(),
                 "a guard rejected a decode; retrying once"
             );
             // One retry, the way Whisper recovers from a loop: the full
@@ -145,7 +146,7 @@ impl Worker {
                 dropped = true;
                 tracing::debug!(
                     reasons = ?reasons,
-                    text = %hypothesis.text(),
+                    chars = hypothesis.text().chars().count(),
                     "dropped a decode that failed the guards twice"
                 );
                 hypothesis.segments.clear();

@@ -248,6 +248,71 @@ impl GrpcGuard {
     }
 }
 
+pub const ENV_ALLOW_INSECURE_WS: &str = "STT_ALLOW_INSECURE_WS";
+
+/// Whether CreateSession needs a key or a signed token on this server.
+pub fn sessions_need_auth(f: &crate::config::server::ServerFile, keys_in_env: bool) -> bool {
+    use crate::config::server::AuthProfile;
+    match f.auth.create_session_auth_profile {
+        AuthProfile::ApiKey | AuthProfile::SignedToken => true,
+        AuthProfile::None => false,
+        AuthProfile::Auto => f.server.require_api_key || f.auth.keys_file.is_some() || keys_in_env,
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.is_empty()
+        || h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    v.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+/// Where the browser/REST plane listens. Anyone who reaches it can open a
+/// session, so without authentication it stays on loopback: an explicit
+/// public `server.ws_host` then refuses to start (the original's rule)
+/// unless `STT_ALLOW_INSECURE_WS=1`; with `ws_host` unset it follows
+/// `server.host` only when sessions need authentication.
+pub fn data_plane_host(
+    f: &crate::config::server::ServerFile,
+    keys_in_env: bool,
+    allow_insecure: Option<&str>,
+) -> anyhow::Result<String> {
+    let auth = sessions_need_auth(f, keys_in_env);
+    let insecure = truthy(allow_insecure);
+    let host = match &f.server.ws_host {
+        Some(h) => h.clone(),
+        None if auth || insecure || is_loopback(&f.server.host) => f.server.host.clone(),
+        None => {
+            tracing::info!(
+                "the browser/REST plane listens on 127.0.0.1 only: sessions need no authentication. Set API keys (stt keys, auth.keys_file) to open it on server.host, or server.ws_host with {ENV_ALLOW_INSECURE_WS}=1 for a trusted network"
+            );
+            return Ok("127.0.0.1".into());
+        }
+    };
+    if auth || is_loopback(&host) {
+        return Ok(host);
+    }
+    let why = format!(
+        "the browser/REST plane (server.ws_host {host:?}) is bound to a non-loopback address without CreateSession auth. Set auth.create_session_auth_profile (api_key or signed_token), API keys (auth.keys_file) or server.require_api_key. For local testing only, set {ENV_ALLOW_INSECURE_WS}=1 to bypass"
+    );
+    if insecure {
+        tracing::warn!("{why}; starting only because {ENV_ALLOW_INSECURE_WS} is set");
+        Ok(host)
+    } else {
+        anyhow::bail!(why)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +369,27 @@ mod tests {
         assert_eq!(a.client_ip(stranger, &xff("1.2.3.4")), stranger);
         // A proxy with no header is the client.
         assert_eq!(a.client_ip(proxy, &HeaderMap::new()), proxy);
+    }
+
+    #[test]
+    fn the_data_plane_stays_private_without_auth() {
+        use crate::config::server::{AuthProfile, ServerFile};
+        let mut f = ServerFile::default();
+        f.server.host = "0.0.0.0".into();
+        // Unset: loopback without auth, server.host with it.
+        assert_eq!(data_plane_host(&f, false, None).unwrap(), "127.0.0.1");
+        assert_eq!(data_plane_host(&f, true, None).unwrap(), "0.0.0.0");
+        // Explicitly public without auth: refused unless allowed.
+        f.server.ws_host = Some("0.0.0.0".into());
+        let e = data_plane_host(&f, false, None).unwrap_err();
+        assert!(e.to_string().contains("STT_ALLOW_INSECURE_WS"), "{e}");
+        assert!(data_plane_host(&f, false, Some("0")).is_err());
+        assert_eq!(data_plane_host(&f, false, Some("true")).unwrap(), "0.0.0.0");
+        f.auth.create_session_auth_profile = AuthProfile::SignedToken;
+        assert_eq!(data_plane_host(&f, false, None).unwrap(), "0.0.0.0");
+        // Loopback is always fine.
+        f.auth.create_session_auth_profile = AuthProfile::None;
+        f.server.ws_host = Some("::1".into());
+        assert_eq!(data_plane_host(&f, false, None).unwrap(), "::1");
     }
 }

@@ -25,6 +25,7 @@ pub mod session;
 pub mod settings;
 pub mod snapshot;
 pub mod tls;
+pub mod transcript_log;
 pub mod web;
 
 use std::future::Future;
@@ -161,7 +162,16 @@ impl BoundServer {
         let web_listener = match web_port {
             None => None,
             Some(port) => {
-                let bind = format!("{}:{port}", s.host);
+                let host = access::data_plane_host(
+                    &settings.server,
+                    std::env::var_os(crate::auth::KEYS_ENV).is_some(),
+                    std::env::var(access::ENV_ALLOW_INSECURE_WS).ok().as_deref(),
+                )?;
+                let bind = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
                 Some(TcpListener::bind(&bind).await.with_context(|| {
                     format!("cannot listen for WebSocket/REST on {bind} (server.ws_port / --ws-port; 0 turns it off)")
                 })?)
@@ -242,10 +252,22 @@ impl BoundServer {
             }
             None => None,
         };
+        let l = &settings.server.logging;
+        let transcripts = match (&l.transcript_file, l.log_transcripts) {
+            (Some(file), true) => Some(Arc::new(transcript_log::TranscriptLog::open(
+                file,
+                l.transcript_retention_days,
+            )?)),
+            (None, true) => {
+                tracing::warn!("logging.log_transcripts is on but logging.transcript_file is not set: transcripts are not written anywhere (never to the main log)");
+                None
+            }
+            (_, false) => None,
+        };
         let deps = Arc::new(SessionDeps {
             capture,
             metrics: metrics.clone(),
-            log_transcripts: settings.server.logging.log_transcripts,
+            transcripts,
             scheduler,
             vad,
             budget: BufferBudget::new(s.max_total_buffer_bytes),

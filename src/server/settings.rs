@@ -269,6 +269,9 @@ fn apply_flags(a: &ServeArgs, f: &mut ServerFile, m: &mut ModelFile) -> anyhow::
     if let Some(v) = a.ws_port {
         s.ws_port = v;
     }
+    if let Some(v) = &a.ws_host {
+        s.ws_host = Some(v.clone());
+    }
     if a.log_metrics {
         s.log_metrics = true;
     }

@@ -11,7 +11,7 @@ use stt::pb;
 use stt::pb::stt_backend_client::SttBackendClient;
 
 use crate::harness::*;
-use crate::server::session_request;
+use crate::server::{free_port, session_request};
 use crate::streaming::{silence, speech};
 
 /// A running `stt serve` child process.
@@ -327,4 +327,95 @@ async fn capture_survives_sigkill_mid_session() {
     let clip = stt::audio::wav::read_wav(&files[0]).expect("readable WAV after SIGKILL");
     let sec = clip.duration_sec();
     assert!((1.0..=3.0).contains(&sec), "captured {sec:.2} s");
+}
+
+#[tokio::test]
+async fn transcripts_go_to_their_own_file_never_the_main_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let main_log = dir.path().join("stt.log");
+    let transcripts = dir.path().join("transcripts/t.jsonl");
+    let cfg = write(
+        &dir.path().join("server.yaml"),
+        &format!(
+            "logging:\n  log_transcripts: true\n  transcript_file: {}\n  transcript_retention_days: 3\n",
+            transcripts.display()
+        ),
+    );
+    let server = ServeProcess::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--ws-port",
+        "0",
+        "--log-file",
+        main_log.to_str().unwrap(),
+    ]);
+    let (addr, hello) = (server.grpc.to_string(), asset("audio/hello.wav"));
+    let out = tokio::task::spawn_blocking(move || {
+        run_stt(&[
+            "file",
+            "--server",
+            &addr,
+            "--no-realtime",
+            hello.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_words(crate::ws::HELLO, &String::from_utf8_lossy(&out.stdout), 0.8);
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(30)), Some(0));
+
+    let files: Vec<_> = std::fs::read_dir(transcripts.parent().unwrap())
+        .expect("transcript dir")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let kept = std::fs::read_to_string(&files[0]).unwrap();
+    assert_words(crate::ws::HELLO, &kept, 0.8);
+    assert!(kept.contains("\"session_id\""), "{kept}");
+    let main = std::fs::read_to_string(&main_log).expect("main log");
+    assert!(main.contains("serving"), "{main}");
+    for word in ["speech", "system", "test of"] {
+        assert!(
+            !main.contains(word),
+            "{word:?} leaked into the main log:\n{main}"
+        );
+    }
+}
+
+#[test]
+fn a_public_data_plane_without_authentication_refuses_to_start() {
+    let out = stt()
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--ws-port",
+            &free_port().to_string(),
+            "--ws-host",
+            "0.0.0.0",
+        ])
+        .env_remove("STT_ALLOW_INSECURE_WS")
+        .env_remove("STT_API_KEYS")
+        .output()
+        .expect("stt serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("STT_ALLOW_INSECURE_WS"), "{stderr}");
+    // With API keys it starts on the same address.
+    let port = free_port().to_string();
+    let server = ServeProcess::start_with_env(
+        &["--ws-port", &port, "--ws-host", "0.0.0.0"],
+        &[("STT_API_KEYS", "ops=a-long-secret")],
+    );
+    drop(server);
 }

@@ -108,9 +108,10 @@ pub struct SessionDeps {
     pub capture: Option<CaptureStore>,
     /// Server-wide counters and histograms.
     pub metrics: Arc<ServerMetrics>,
-    /// `logging.log_transcripts`: finals' text goes to the log (off by
-    /// default: transcripts are the users' data).
-    pub log_transcripts: bool,
+    /// `logging.log_transcripts` with `logging.transcript_file`: finals'
+    /// text goes to that file only (off by default: transcripts are the
+    /// users' data).
+    pub transcripts: Option<Arc<crate::server::transcript_log::TranscriptLog>>,
     /// `server.max_audio_bytes_per_sec`, shared by every session.
     pub audio_rate: Option<crate::server::limits::AudioRateLimit>,
     /// Per-key `audio_seconds_per_minute` buckets.

@@ -429,13 +429,14 @@ impl Pipeline {
         } else {
             let split = Agreement::default().finish(&text);
             let update = self.update(&t, split, true, done.start, done.end);
-            if self.deps.log_transcripts {
-                tracing::info!(
-                    start_sec = update.start_sec,
-                    end_sec = update.end_sec,
-                    text = %update.text,
-                    "final"
-                );
+            if let Some(log) = &self.deps.transcripts {
+                log.write(&crate::server::transcript_log::TranscriptLine {
+                    session_id: &self.opts.id,
+                    start_sec: update.start_sec,
+                    end_sec: update.end_sec,
+                    language: &update.language_code,
+                    text: &update.text,
+                });
             }
             phases.emit = self.send(update).await?;
             SessionStats::add(&self.stats().finals_sent, 1);
