@@ -10,7 +10,11 @@ use crate::harness::*;
 use crate::server::*;
 use crate::streaming::silence;
 
-const DE: &str = "Guten Morgen, ich möchte heute einen Kaffee trinken.";
+// Long enough that detection is no close call on any CPU: the shorter
+// "Guten Morgen, ich möchte heute einen Kaffee trinken." came out English
+// (p 0.49) with base int8 on AMD EPYC kernels, German on Intel.
+const DE: &str =
+    "Guten Morgen, ich möchte heute einen Kaffee trinken und danach mit meiner Familie in die Stadt fahren.";
 const FR: &str = "Bonjour, je voudrais un café, s'il vous plaît.";
 const ES: &str = "Buenos días, quiero comprar una botella de agua.";
 
