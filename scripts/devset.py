@@ -203,7 +203,7 @@ def fetch(args):
     ensure_venv()
     downloads.mkdir(parents=True, exist_ok=True), out.mkdir(parents=True, exist_ok=True)
     for old in [out / ".stamp", *out.glob("*.wav")]:  # so refs.tsv lists exactly what is there
-        old.unlink()
+        old.unlink(missing_ok=True)
     refs, readme, total = [], [], 0.0
     for key, (project, filename, _, sha256, licence) in SDISTS.items():
         with tarfile.open(download(project, filename, sha256, downloads)) as tf:  # one pass: gzip seeks badly

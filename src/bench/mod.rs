@@ -12,6 +12,7 @@
 //! - [`log`]: jsonl / csv / tsv / markdown writers.
 //! - [`stats`]: percentiles, RTF, throughput.
 //! - [`summary`]: the end-of-run table and its JSON.
+//! - [`soak`]: `--duration`, hours of real-time sessions watched for leaks.
 
 pub mod capacity;
 pub mod conversation;
@@ -19,6 +20,7 @@ pub mod log;
 pub mod plan;
 pub mod record;
 pub mod runner;
+pub mod soak;
 pub mod stats;
 pub mod summary;
 
@@ -55,6 +57,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.conversations.is_some() {
         return run_capacity(args).await;
     }
+    if let Some(duration) = args.duration {
+        return run_soak(args.clone(), duration).await;
+    }
     run_sessions(args).await.map(|_| ())
 }
 
@@ -84,6 +89,31 @@ async fn run_capacity(args: BenchArgs) -> anyhow::Result<()> {
             writeln!(w)
         })
         .with_context(|| format!("writing the JSON summary {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The soak (`--duration`).
+async fn run_soak(args: BenchArgs, duration: f64) -> anyhow::Result<()> {
+    let yaml = load_client_file(&args.session)?;
+    let plan = BenchPlan::resolve(&args, &yaml)?;
+    let soak_plan = soak::SoakPlan::resolve(&args, duration)?;
+    let base = SessionSettings::resolve(&args.session, &yaml, "soak", None)?;
+    let clips: Arc<[Clip]> = load_clips(&plan.audio)?.into();
+    client::connect(&base.server).await?;
+    let stop = CancellationToken::new();
+    client::stop_on_ctrl_c(stop.clone());
+    let report = soak::run(&soak_plan, &plan, &base, clips, stop).await?;
+    print!("{}", report.verdict_text());
+    if let Some(path) = &plan.json_summary {
+        write_file(path, |w| {
+            serde_json::to_writer_pretty(&mut *w, &report)?;
+            writeln!(w)
+        })
+        .with_context(|| format!("writing the JSON summary {}", path.display()))?;
+    }
+    if !report.verdict.passed {
+        return Err(soak::SoakFailed(report.verdict.failures).into());
     }
     Ok(())
 }

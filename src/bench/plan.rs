@@ -182,7 +182,7 @@ mod tests {
         let mut argv = vec!["stt", "bench"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("valid").command {
-            Command::Bench(a) => a,
+            Command::Bench(a) => *a,
             other => panic!("not bench: {other:?}"),
         }
     }

@@ -52,7 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(stt::bench::run(args))
+            .block_on(stt::bench::run(*args))
             .map(|_| ()),
         Command::Dashboard(args) => block_on(stt::dashboard::run(args)),
     }

@@ -39,6 +39,7 @@ pub struct Process {
     pub rss_bytes: u64,
     pub virtual_bytes: Option<u64>,
     pub threads: Option<u64>,
+    pub open_fds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -213,3 +213,89 @@ fn bench_against_a_dead_port_fails_clearly() {
     // Once, not once per channel.
     assert_eq!(stderr.matches("cannot connect").count(), 1, "{stderr}");
 }
+
+/// `--duration`: the soak's rows carry the server's own figures, its
+/// sessions reconnect, and an error fails it. The drift limit is wide here
+/// (a few seconds of soak are mostly warm-up); `soak::judge`'s unit tests
+/// hold the limits themselves.
+#[test]
+fn soak_reports_server_figures_every_interval_and_fails_on_errors() {
+    let server = TestServer::start(|_| {});
+    let dir = scratch().join("soak");
+    let soak = |extra: &[&str], name: &str| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "bench",
+            "--server",
+            &server.url(),
+            "--system-url",
+            &format!("http://{}/system", server.http),
+            "--metrics-url",
+            &format!("http://{}/metrics.json", server.http),
+            "--channels",
+            "2",
+            "--audio",
+            "assets/audio/hello.wav",
+            "--duration",
+            "9",
+            "--report-every-sec",
+            "2",
+            "--soak-warmup-sec",
+            "2",
+            "--max-rss-drift-percent",
+            "50",
+            "--json-summary",
+            path.to_str().expect("utf-8 path"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_stt(&argv);
+        let report: serde_json::Value =
+            serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        (out, report)
+    };
+
+    let (out, report) = soak(&[], "ok.json");
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("PASS"), "{stdout}");
+    let samples = report["samples"].as_array().expect("samples");
+    // A row at 0 s, then every 2 s to 9 s, and one for sessions that ended
+    // after it.
+    assert!(samples.len() >= 5, "{report}");
+    for s in samples {
+        for key in ["rss_bytes", "open_fds", "threads", "server_sessions"] {
+            assert!(s[key].as_u64().is_some(), "{key} missing: {s}");
+        }
+    }
+    assert!(
+        samples[0]["rss_bytes"].as_u64() > Some(10 << 20),
+        "{report}"
+    );
+    // Sessions of hello.wav take about 4 s: each channel ran at least two,
+    // one after the other, each on its own connection.
+    let ok = report["sessions_ok"].as_u64().expect("sessions_ok");
+    assert!(ok >= 4, "{report}");
+    // Each on its own session on the server.
+    let started: u64 = server.metrics.started_by_transport().values().sum();
+    assert!(started >= ok, "{started} sessions started for {ok} ok");
+    assert!(
+        report["final_latency_sec"]["count"].as_u64() >= Some(ok),
+        "every session's final timed: {report}"
+    );
+    assert_eq!(report["verdict"]["passed"], true, "{report}");
+
+    // tiny.en refuses German: every session fails, and so does the soak.
+    let (out, report) = soak(&["--language", "de"], "errors.json");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(report["verdict"]["passed"], false, "{report}");
+    assert!(report["errors"].as_u64() > Some(0), "{report}");
+    assert!(
+        text(&out.stdout).contains("FAIL: ") && text(&out.stdout).contains("ERR1010"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -1,5 +1,5 @@
-//! `GET /system`: process and host resources — CPU, memory, threads — from
-//! `sysinfo`. GPU figures come from NVML (`nvml-wrapper`, which loads
+//! `GET /system`: process and host resources — CPU, memory, threads, open
+//! files — from `sysinfo` and /proc. GPU figures come from NVML (`nvml-wrapper`, which loads
 //! `libnvidia-ml.so` at run time, so the binary has no NVIDIA dependency) and
 //! are only attempted with `STT_ENABLE_GPU_METRICS=1`; without a driver the
 //! section says why it is empty.
@@ -48,6 +48,7 @@ impl SystemProbe {
                 "rss_bytes": p.memory(),
                 "virtual_bytes": p.virtual_memory(),
                 "threads": thread_count(),
+                "open_fds": open_fds(),
             })
         });
         json!({
@@ -71,6 +72,12 @@ impl SystemProbe {
 /// Threads of this process (Linux: entries of /proc/self/task).
 fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}
+
+/// Open file descriptors of this process (Linux: entries of /proc/self/fd):
+/// sockets, model files, logs. A count that only grows is a leak.
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
 }
 
 fn gpu() -> Value {
