@@ -17,8 +17,9 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # python3-venv holds the throwaway venv of the wire-compatibility test;
 # libopus-dev decodes Opus audio files; opus-tools makes the Opus test file.
 # chromium + chromium-driver run the live-captions page in the browser tests;
-# ffmpeg makes the MP3/WebM/M4A versions of the test speech.
-packages=(cmake libclang-dev libasound2-dev pkg-config espeak-ng sox build-essential python3-venv libopus-dev opus-tools chromium chromium-driver ffmpeg curl)
+# ffmpeg makes the MP3/WebM/M4A versions of the test speech; procps gives
+# the tests /bin/kill and ps.
+packages=(cmake libclang-dev libasound2-dev pkg-config espeak-ng sox build-essential python3-venv libopus-dev opus-tools chromium chromium-driver ffmpeg curl procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

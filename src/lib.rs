@@ -18,7 +18,10 @@
 //! - [`models`]: model provisioning (`stt models`) and where files live.
 //! - [`transcribe`]: offline transcription (`stt transcribe`).
 //! - [`auth`]: API keys (`stt keys`) and how a server checks them.
-//! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue.
+//! - [`cli`], [`telemetry`], [`env`], [`error`]: the binary's glue;
+//!   [`fault`]: test-only fault injection (feature `fault-injection`).
+//!
+//! Tests only: `fuzz`, property-based fuzzing of every input reader.
 
 pub mod audio;
 pub mod auth;
@@ -30,12 +33,16 @@ pub mod dashboard;
 pub mod engine;
 pub mod env;
 pub mod error;
+pub mod fault;
 pub mod models;
 pub mod server;
 pub mod signal;
 pub mod telemetry;
 pub mod transcribe;
 pub mod vad;
+
+#[cfg(test)]
+mod fuzz;
 
 /// Generated protobuf and gRPC code for `proto/stt.proto`.
 pub mod pb {

@@ -38,10 +38,22 @@ fn resample_error(rate: u32, e: impl std::fmt::Display) -> AudioError {
     }
 }
 
+/// Samples live in [-1, 1]. A float WAV or a sound card can hand us
+/// anything, and a single NaN or 1e38 would poison the FFT (rubato panics
+/// on it) and then Whisper: out-of-range values are clipped, non-finite
+/// ones become silence.
+fn sanitize(s: f32) -> f32 {
+    if s.is_finite() {
+        s.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
 /// Resamples a whole mono clip at `rate` Hz to 16 kHz.
 pub fn resample_to_16k(samples: &[f32], rate: u32) -> Result<Vec<f32>, AudioError> {
     if rate == TARGET_RATE || samples.is_empty() {
-        return Ok(samples.to_vec());
+        return Ok(samples.iter().copied().map(sanitize).collect());
     }
     let mut stream = StreamResampler::new(rate)?;
     let mut out = Vec::with_capacity(expected_len(samples.len(), rate) + CHUNK);
@@ -104,11 +116,11 @@ impl StreamResampler {
     pub fn push(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
         self.total_in += input.len();
         let Some(inner) = self.inner.as_mut() else {
-            out.extend_from_slice(input);
+            out.extend(input.iter().copied().map(sanitize));
             self.total_out += input.len();
             return Ok(());
         };
-        self.pending.extend_from_slice(input);
+        self.pending.extend(input.iter().copied().map(sanitize));
         let mut consumed = 0;
         while self.pending.len() - consumed >= inner.input_frames_next() {
             let need = inner.input_frames_next();
@@ -133,6 +145,14 @@ impl StreamResampler {
             return Ok(());
         };
         let want = expected_len(self.total_in, self.rate);
+        // Each block of CHUNK input frames yields CHUNK·16000/rate output
+        // frames on average, but rubato holds them back until a whole FFT
+        // frame is in: for a rate with no common factor with 16000 that is
+        // one second of input (`rate` frames). The delay and the tail take
+        // that many blocks; past it something is wrong.
+        let owed = (self.delay_left + want - self.total_out) as u64;
+        let per_block = (CHUNK as u64 * u64::from(TARGET_RATE) / u64::from(self.rate)).max(1);
+        let limit = owed.div_ceil(per_block) + u64::from(self.rate).div_ceil(CHUNK as u64) + 64;
         let mut guard = 0;
         while self.total_out < want {
             let partial = self.pending.len();
@@ -159,7 +179,7 @@ impl StreamResampler {
             self.total_out = self.total_out.min(want);
             out.extend_from_slice(&kept);
             guard += 1;
-            if guard > 64 {
+            if guard > limit {
                 return Err(resample_error(self.rate, "flush did not converge"));
             }
         }

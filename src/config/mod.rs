@@ -39,6 +39,16 @@ pub enum ConfigError {
     },
 }
 
+/// Seconds from a config file as a duration. Negative and NaN are zero, and
+/// a value past what a `Duration` holds saturates: a 1e300-second timeout
+/// means "never", not a panic at the moment it is first used.
+pub fn seconds(v: f64) -> std::time::Duration {
+    if v.is_nan() || v <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::try_from_secs_f64(v).unwrap_or(std::time::Duration::MAX)
+}
+
 /// Reads a YAML file into `T`, reporting the key path of the first problem.
 /// A missing file is an error; an empty file means "all defaults".
 pub fn load_yaml<T: DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {

@@ -76,6 +76,9 @@ impl Worker {
     }
 
     fn decode(&mut self, job: &DecodeJob, priority: Priority) -> Result<Transcript, EngineError> {
+        if crate::fault::armed(crate::fault::Fault::Decode) {
+            return Err(EngineError::Decode(crate::fault::INJECTED.into()));
+        }
         if job.audio.is_empty() {
             return Err(EngineError::NoAudio);
         }

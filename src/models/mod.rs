@@ -16,7 +16,7 @@ pub mod vocab;
 
 mod command;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 
 pub use command::run;
 pub use ggml::{inspect, GgmlError, GgmlInfo};

@@ -31,7 +31,7 @@ impl SessionRateLimit {
         if !(rps.is_finite() && rps > 0.0) {
             return None;
         }
-        let period = Duration::from_secs_f64(1.0 / rps);
+        let period = crate::config::seconds(1.0 / rps);
         let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst.max(1))?);
         Some(Self {
             limiter: RateLimiter::keyed(quota),
@@ -155,7 +155,7 @@ impl HttpRateLimit {
         if !(rps.is_finite() && rps > 0.0) {
             return None;
         }
-        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))?
+        let quota = Quota::with_period(crate::config::seconds(1.0 / rps))?
             .allow_burst(NonZeroU32::new(burst.max(1))?);
         Some(Self {
             limiter: RateLimiter::keyed(quota),

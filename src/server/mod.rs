@@ -15,6 +15,7 @@ pub mod cadence;
 pub mod capture;
 pub mod grpc;
 pub mod http;
+pub mod http_serve;
 pub mod limits;
 pub mod metrics;
 pub mod model_registry;
@@ -671,7 +672,7 @@ async fn watch_health(
 }
 
 fn secs(v: f64) -> Duration {
-    Duration::from_secs_f64(v.max(0.0))
+    crate::config::seconds(v)
 }
 
 /// `stt serve`: load settings, bind, serve until Ctrl-C or SIGTERM.

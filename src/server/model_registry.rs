@@ -301,6 +301,9 @@ impl ModelRegistry {
 
     fn finish_load(&self, id: String, generation: usize, cfg: EngineConfig) {
         let started = Instant::now();
+        if crate::fault::armed(crate::fault::Fault::SlowModelLoad) {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
         let result = Engine::start(cfg);
         let load_ms = started.elapsed().as_millis() as u64;
         let mut models = self.lock();

@@ -198,7 +198,7 @@ impl Settings {
                 default_rate: s.sample_rate,
                 max_chunk_ms: s.max_chunk_ms,
             },
-            session_timeout: std::time::Duration::from_secs_f64(s.session_timeout_sec),
+            session_timeout: crate::config::seconds(s.session_timeout_sec),
             max_buffer_samples: max_buffer_samples.map(|m| m.max(16_000)),
             overlap_samples: samples(s.buffer_overlap_sec),
             partial_interval_samples: samples(s.partial_decode_interval_sec).max(1),

@@ -145,6 +145,9 @@ impl VadStream {
     /// Feeds 16 kHz samples; returns the speech probability of every complete
     /// 32 ms frame, in order. Leftover samples wait for the next call.
     pub fn push(&mut self, samples: &[f32], probs: &mut Vec<f32>) -> Result<(), VadError> {
+        if crate::fault::armed(crate::fault::Fault::Vad) {
+            return Err(VadError::Inference(crate::fault::INJECTED.into()));
+        }
         let model = self
             .model
             .as_mut()

@@ -154,7 +154,8 @@ async fn err4003_unload_default_or_unknown_model() {
 
 #[tokio::test]
 async fn err4005_model_path_outside_the_allowlist() {
-    // allowed/ holds a link to tiny.en outside it; outside/ a copy.
+    // allowed/ holds a link to a file outside it and a real tiny.en;
+    // outside/ a stand-in file.
     let root = scratch().join("admin_allowlist");
     let allowed = root.join("allowed");
     let outside = root.join("outside");
@@ -167,9 +168,13 @@ async fn err4005_model_path_outside_the_allowlist() {
     let link = allowed.join("ggml-link.bin");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&escape, &link).expect("symlink");
+    // A real file, not a symlink: links are resolved before the allowlist
+    // check, so a link to the provisioned file would resolve outside.
     let inside = allowed.join("ggml-inside.bin");
     let _ = std::fs::remove_file(&inside);
-    std::os::unix::fs::symlink(tiny_en(), &inside).ok();
+    std::fs::hard_link(tiny_en(), &inside)
+        .or_else(|_| std::fs::copy(tiny_en(), &inside).map(drop))
+        .expect("tiny.en inside allowed/");
 
     // Paths not allowed at all.
     let server = admin_server(false, vec![]);
@@ -204,6 +209,18 @@ async fn err4005_model_path_outside_the_allowlist() {
     // Nothing was loaded by any of them.
     let (_, list) = call(&server, "GET", "/admin/list_models", Some(TOKEN), None).await;
     assert_eq!(list["models"].as_array().map(Vec::len), Some(1), "{list}");
+    // The allowlist is not a wall: a file under it loads.
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/admin/load_model",
+        Some(TOKEN),
+        Some(json!({"model_id": "inside", "model_path": inside.display().to_string()})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "loading", "{body}");
+    wait_for_status(&server, "inside", "ready").await;
 }
 
 #[tokio::test]

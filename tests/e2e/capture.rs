@@ -34,6 +34,13 @@ fn capture_server(
     })
 }
 
+fn file_names(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect()
+}
+
 /// Streams `audio` as session `id` (16 kHz, 200 ms chunks, as fast as the
 /// server takes it) and waits until the session is gone.
 async fn session(server: &TestServer, id: &str, audio: &[f32]) -> RawOutcome {
@@ -54,20 +61,32 @@ async fn session(server: &TestServer, id: &str, audio: &[f32]) -> RawOutcome {
     out
 }
 
-/// Waits for the capture writer to close the files (it runs on its own
-/// thread after the session ends).
-async fn settle(dir: &Path, want: usize) -> Vec<PathBuf> {
-    let mut files = wavs(dir);
-    for _ in 0..50 {
-        if files.len() == want {
-            // One more beat: the header is rewritten as the writer finishes.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+/// The HTTP control plane's `/metrics.json`.
+async fn metrics_json(server: &TestServer) -> serde_json::Value {
+    reqwest::get(format!("http://{}/metrics.json", server.http))
+        .await
+        .expect("metrics")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Waits until every capture writer has finalised its file (header
+/// rewritten) and run retention, which happens on the writers' own threads
+/// after the sessions end; then lists the WAVs.
+async fn settle(server: &TestServer, dir: &Path) -> Vec<PathBuf> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = metrics_json(server).await;
+        if body["capture"]["open_files"] == 0 {
             return wavs(dir);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        files = wavs(dir);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "capture writers still open: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    files
 }
 
 #[tokio::test]
@@ -78,7 +97,7 @@ async fn capture_writes_one_wav_per_session_with_the_streamed_audio() {
     audio.extend(silence(1.0));
     let out = session(&server, "../../etc/evil id", &audio).await;
     assert!(out.status.is_none(), "{:?}", out.status);
-    let files = settle(&dir, 1).await;
+    let files = settle(&server, &dir).await;
     assert_eq!(files.len(), 1, "{files:?}");
     // The client-chosen id cannot steer the file out of the directory.
     assert!(files[0].starts_with(&dir), "{files:?}");
@@ -95,36 +114,15 @@ async fn capture_writes_one_wav_per_session_with_the_streamed_audio() {
     let peak = clip.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
     assert!(peak > 0.1, "peak {peak}");
 
-    let (_, body) = {
-        let resp = reqwest::get(format!("http://{}/metrics.json", server.http))
-            .await
-            .expect("metrics");
-        (
-            resp.status(),
-            resp.json::<serde_json::Value>().await.expect("json"),
-        )
-    };
+    let body = metrics_json(&server).await;
     assert_eq!(body["capture"]["files_total"], 1, "{body}");
     assert_eq!(body["capture"]["dropped_chunks_total"], 0, "{body}");
 }
 
 #[tokio::test]
-async fn retention_by_files_and_age_runs_after_each_session() {
+async fn retention_by_files_keeps_the_newest_after_each_session() {
     let dir = scratch().join("capture_retention");
-    let server = capture_server(&dir, |s| {
-        s.max_files = Some(2);
-        s.max_age_days = Some(1.0);
-    });
-    // A capture from three days ago, left by an earlier run.
-    let old = dir.join("20000101T000000.000Z_0_old.wav");
-    stt::audio::wav::write_wav(&old, &silence(0.5)).expect("old capture");
-    let three_days = SystemTime::now() - Duration::from_secs(3 * 86_400);
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .and_then(|f| f.set_modified(three_days))
-        .expect("age the file");
-
+    let server = capture_server(&dir, |s| s.max_files = Some(2));
     let mut audio = speech("capture_ret", "Good morning.");
     audio.extend(silence(0.8));
     for id in ["first", "second", "third"] {
@@ -132,18 +130,49 @@ async fn retention_by_files_and_age_runs_after_each_session() {
         // Distinct modification times order the files.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let files = settle(&dir, 2).await;
-    let names: Vec<String> = files
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let files = settle(&server, &dir).await;
+    let names = file_names(&files);
     assert_eq!(names.len(), 2, "{names:?}");
-    assert!(!old.exists(), "the old capture outlived max_age_days");
     assert!(
         names.iter().any(|n| n.ends_with("_second.wav")),
         "{names:?}"
     );
     assert!(names.iter().any(|n| n.ends_with("_third.wav")), "{names:?}");
+}
+
+#[tokio::test]
+async fn retention_by_age_removes_only_captures_past_max_age_after_a_session() {
+    let dir = scratch().join("capture_age");
+    // No file or byte limit: only max_age_days can remove a file here.
+    let server = capture_server(&dir, |s| s.max_age_days = Some(1.0));
+    // Captures left by earlier runs: one from three days ago, one from an
+    // hour ago (inside the limit).
+    let old = dir.join("20000101T000000.000Z_0_old.wav");
+    let recent = dir.join("20000101T000000.000Z_0_recent.wav");
+    for (path, age) in [(&old, 3 * 86_400), (&recent, 3_600)] {
+        stt::audio::wav::write_wav(path, &silence(0.5)).expect("earlier capture");
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(age)))
+            .expect("age the file");
+    }
+
+    let mut audio = speech("capture_ret", "Good morning.");
+    audio.extend(silence(0.8));
+    session(&server, "fresh", &audio).await;
+    let files = settle(&server, &dir).await;
+    let names = file_names(&files);
+    assert!(
+        !old.exists(),
+        "the old capture outlived max_age_days: {names:?}"
+    );
+    assert!(
+        recent.exists(),
+        "a capture younger than max_age_days was removed: {names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with("_fresh.wav")), "{names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
 }
 
 #[tokio::test]
@@ -158,7 +187,7 @@ async fn retention_by_bytes_keeps_the_newest_within_the_limit() {
         session(&server, id, &audio).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let files = settle(&dir, 1).await;
+    let files = settle(&server, &dir).await;
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].to_string_lossy().ends_with("_a3.wav"), "{files:?}");
 }

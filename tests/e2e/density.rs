@@ -151,3 +151,46 @@ async fn a_final_that_finds_no_slot_within_the_queue_timeout_is_err2001() {
     let counted = body["decode"]["finals_queue_timeouts_total"].as_u64();
     assert_eq!(counted, Some(timed_out), "{body}");
 }
+
+#[tokio::test]
+async fn partials_past_the_global_decode_bound_are_dropped_and_counted_finals_wait() {
+    // One decode in flight server-wide; finals may wait as long as they
+    // must. Three streams ask for a partial every 0.3 s of audio.
+    let server = TestServer::start(|s| {
+        s.server.server.max_pending_decodes_global = 1;
+        s.server.server.decode_queue_timeout_sec = 60.0;
+        s.server.server.partial_decode_interval_sec = 0.3;
+        s.model.model.threads = 1;
+    });
+    let mut tasks = Vec::new();
+    for (i, (a, _)) in TEXTS.iter().take(3).enumerate() {
+        let id = format!("bound-{i}");
+        let mut audio = speech(&format!("dense_bound_{i}"), a);
+        audio.extend(silence(1.0));
+        create_ok(&server, session_request(&id)).await;
+        let mut client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let chunks = audio_chunks(&audio, 100, &id, "");
+            stream_raw(&mut client, &id, "", chunks, Duration::from_millis(100)).await
+        }));
+    }
+    for (task, (a, _)) in tasks.into_iter().zip(TEXTS) {
+        let out = tokio::time::timeout(Duration::from_secs(180), task)
+            .await
+            .expect("stream ends")
+            .expect("task");
+        assert!(out.status.is_none(), "{:?}", out.status);
+        assert_words(a, &out.final_text(), 0.75);
+    }
+    let body = metrics_json(&server).await;
+    let dropped = body["decode"]["partials_dropped_total"].as_u64();
+    assert!(
+        dropped.is_some_and(|n| n >= 1),
+        "no partial dropped: {body}"
+    );
+    assert_eq!(
+        body["decode"]["finals_queue_timeouts_total"].as_u64(),
+        Some(0),
+        "{body}"
+    );
+}

@@ -111,7 +111,8 @@ async fn err1005_invalid_session_token() {
         },
     )
     .await;
-    assert!(!resp.token.is_empty());
+    // 128 random bits as hex.
+    assert_eq!(resp.token.len(), 32, "{resp:?}");
     let mut c = chunk(vec![0; 3200], 16_000, true);
     c.session_token = "not-the-token".into();
     let out = stream(&server, "tok", vec![c]).await;

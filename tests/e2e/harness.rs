@@ -15,9 +15,33 @@ pub fn stt() -> Command {
     cmd
 }
 
-/// Runs `stt` with `args`, returning the output.
+/// The longest any one `stt` command in a test may run.
+pub const COMMAND_LIMIT_SEC: u32 = 600;
+
+/// Runs `stt` with `args`, returning the output. A command still running
+/// after [`COMMAND_LIMIT_SEC`] is killed (coreutils `timeout`) and fails
+/// the test instead of hanging the suite.
 pub fn run_stt(args: &[&str]) -> Output {
-    stt().args(args).output().expect("running the stt binary")
+    run_stt_env(args, &[])
+}
+
+/// [`run_stt`] with extra environment variables.
+pub fn run_stt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new("timeout")
+        .args(["--kill-after=10", &COMMAND_LIMIT_SEC.to_string()])
+        .arg(env!("CARGO_BIN_EXE_stt"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("GGML_NO_BACKTRACE", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running the stt binary under timeout");
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "stt {args:?} ran past {COMMAND_LIMIT_SEC} s"
+    );
+    out
 }
 
 /// Provisioned models directory (scripts/setup.sh fills it).

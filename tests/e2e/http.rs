@@ -192,7 +192,16 @@ async fn prometheus_metrics_parse_and_move_after_a_session() {
     .await;
     assert!(out.status.is_none(), "{:?}", out.status);
     assert!(eventually(Duration::from_secs(5), || server.registry.active() == 0).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The session's end is counted just after its stream closes.
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .metrics
+            .ended_by_reason()
+            .contains(&("completed", 1)))
+        .await,
+        "session end not counted: {:?}",
+        server.metrics.ended_by_reason()
+    );
 
     let after = scrape(&server).await;
     assert_eq!(sample(&after, "stt_sessions_started_total", &[]), Some(1.0));

@@ -3,6 +3,7 @@
 //! README's test command runs first).
 
 mod harness;
+mod process;
 
 mod access;
 mod admin;
@@ -16,8 +17,12 @@ mod dashboard;
 mod density;
 mod engine;
 mod errors;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod http;
 mod keys;
+mod lifecycle;
+mod load_faults;
 mod mic;
 mod models;
 mod multilingual;

@@ -88,6 +88,14 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
+    /// Starts the shutdown SIGTERM starts, without waiting for it (drop
+    /// waits).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.send(()).ok();
+        }
+    }
+
     /// `http://` + the data-plane address.
     pub fn web_url(&self) -> String {
         format!("http://{}", self.web.expect("the data plane is on"))
@@ -237,22 +245,30 @@ pub async fn stream_raw(
             return out;
         }
     };
-    loop {
-        match stream.message().await {
-            Ok(Some(r)) => out.results.push(r),
-            Ok(None) => {
-                out.trailers = stream.trailers().await.ok().flatten();
-                break;
-            }
-            Err(status) => {
-                out.trailers = Some(status.metadata().clone());
-                out.status = Some(status);
-                break;
+    let collect = async {
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) => out.results.push(r),
+                Ok(None) => {
+                    out.trailers = stream.trailers().await.ok().flatten();
+                    break;
+                }
+                Err(status) => {
+                    out.trailers = Some(status.metadata().clone());
+                    out.status = Some(status);
+                    break;
+                }
             }
         }
-    }
+    };
+    tokio::time::timeout(STREAM_LIMIT, collect)
+        .await
+        .unwrap_or_else(|_| panic!("stream {id} did not end within {STREAM_LIMIT:?}"));
     out
 }
+
+/// The longest a test stream may run before the test fails.
+pub const STREAM_LIMIT: Duration = Duration::from_secs(180);
 
 /// PCM chunks for `samples` with the session's id and token, last one final.
 pub fn audio_chunks(samples: &[f32], chunk_ms: u64, id: &str, token: &str) -> Vec<pb::AudioChunk> {

@@ -1,6 +1,8 @@
 //! The streaming server end to end: real tiny.en, real Silero VAD, espeak
 //! speech through gRPC; assertions on the words and times that come back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use stt::pb;
@@ -40,13 +42,73 @@ async fn single_utterance_auto_end_gives_one_final_and_completes() {
     )
     .await;
     assert_eq!(resp.vad_mode, pb::VadMode::VadAutoEnd as i32);
+    // No chunk is `is_final` and the request stream never closes: after the
+    // utterance the client goes on sending silence at 4x real time (120 s of
+    // it, 30 s of wall time: far more than Auto-End needs), then holds the
+    // stream open. Only the server's Auto-End can complete the stream;
+    // Continue would wait for more audio until the deadline below.
+    let mut pcm = chunks(&audio, 100);
+    pcm.extend(std::iter::repeat_n(
+        stt::audio::pcm::f32_to_pcm16(&silence(0.1)),
+        1_200,
+    ));
+    let total = pcm.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let sender = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for pcm16 in pcm {
+                let chunk = pb::AudioChunk {
+                    pcm16,
+                    sample_rate: 16_000,
+                    session_id: "auto-1".into(),
+                    ..Default::default()
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            tx.closed().await;
+        }
+    });
     let mut client = server.client().await;
-    // Paced at 4x real time: the stream must complete on its own after the
-    // utterance, before the client has sent everything.
-    let chunks = audio_chunks(&audio, 100, "auto-1", "");
-    let out = stream_raw(&mut client, "auto-1", "", chunks, Duration::from_millis(25)).await;
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("session-id", "auto-1".parse().expect("ascii id"));
+    let mut out = RawOutcome::default();
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut stream = client.streaming_recognize(req).await?.into_inner();
+        while let Some(r) = stream.message().await? {
+            out.results.push(r);
+        }
+        Ok::<(), tonic::Status>(())
+    })
+    .await;
+    // What the client had sent when the server completed the stream.
+    let sent_at_end = sent.load(Ordering::SeqCst);
+    sender.abort();
+    let ended = ended.unwrap_or_else(|_| {
+        panic!(
+            "the server did not auto-end the stream within 60 s: {:?}",
+            out.results
+        )
+    });
+    out.status = ended.err();
     assert!(out.status.is_none(), "{:?}", out.status);
+    assert!(
+        sent_at_end < total,
+        "the stream ended only after all {total} chunks were sent"
+    );
     assert_eq!(out.finals().len(), 1, "{:?}", out.results);
+    // The utterance's final is the last thing the server sent.
+    assert!(
+        out.results.last().is_some_and(|r| r.is_final),
+        "{:?}",
+        out.results
+    );
     let f = out.finals()[0];
     assert_words(CALL, &f.text, 0.8);
     assert_eq!(f.language_code, "en");
@@ -87,20 +149,34 @@ async fn three_utterances_continue_give_three_ordered_finals() {
         .and_then(|v| v.parse().ok())
         .expect("stt-decode-count");
     assert!(count >= 3, "{trailers:?}");
-    for key in [
+    let secs = |key: &str| -> f64 {
+        trailers
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing: {trailers:?}"))
+    };
+    let phases = [
         "stt-decode-buffer-wait-sec",
         "stt-decode-queue-wait-sec",
         "stt-decode-inference-sec",
         "stt-decode-response-emit-sec",
-        "stt-decode-total-sec",
-    ] {
-        let v: f64 = trailers
-            .get(key)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{key} missing: {trailers:?}"));
-        assert!(v >= 0.0);
-    }
+    ]
+    .map(secs);
+    let total = secs("stt-decode-total-sec");
+    // Three real decodes take measurable inference time; the phases add up
+    // to the total (each is rounded to 6 decimals), and none is absurd.
+    assert!(phases[2] > 0.0, "no inference time: {trailers:?}");
+    assert!(
+        phases.iter().all(|p| (0.0..=total + 1e-5).contains(p)),
+        "{trailers:?}"
+    );
+    let sum: f64 = phases.iter().sum();
+    assert!(
+        (sum - total).abs() < 1e-5,
+        "phases {phases:?} ≠ total {total}"
+    );
+    assert!(total < 600.0, "{trailers:?}");
 }
 
 #[tokio::test]

@@ -138,6 +138,7 @@ async fn grpc_finals_carry_word_timings_when_asked() {
         assert!(out.status.is_none(), "{:?}", out.status);
         let finals = out.finals();
         assert!(!finals.is_empty());
+        assert_words(HELLO, &out.final_text(), 0.8);
         for f in &finals {
             if asked {
                 let words: Vec<(String, f64, f64)> = f

@@ -247,7 +247,8 @@ async fn ws_streams_a_grpc_created_session_with_its_token_and_options() {
         },
     )
     .await;
-    assert!(!created.token.is_empty());
+    // 128 random bits as hex.
+    assert_eq!(created.token.len(), 32, "{created:?}");
 
     // A wrong token is refused on the first audio frame: 4401, ERR1005.
     let mut socket = connect(&server).await;

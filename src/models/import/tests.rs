@@ -326,18 +326,18 @@ fn non_zero_key_bias_is_refused_and_leaves_no_file() {
     assert!(left.is_empty(), "no part file left: {left:?}");
 }
 
-// === real models (skipped unless provisioned) ===
+// === real models (provisioned by scripts/setup.sh, which the test command runs) ===
 
-fn provisioned(name: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("HOME")?)
-        .join(".cache/stt/models/ct2")
-        .join(name);
-    if dir.join("model.bin").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is not provisioned", dir.display());
-        None
-    }
+/// A provisioned CTranslate2 model, found by the product's own rules
+/// (`STT_MODELS_DIR`, then the cache); missing is a failure, not a skip.
+fn provisioned(name: &str) -> PathBuf {
+    let dir = crate::models::store::ct2_dir(name);
+    assert!(
+        dir.join("model.bin").is_file(),
+        "{} missing: run scripts/setup.sh first",
+        dir.display()
+    );
+    dir
 }
 
 fn convert_real(dir: &Path) -> (tempfile::TempDir, PathBuf, ImportSummary) {
@@ -349,9 +349,7 @@ fn convert_real(dir: &Path) -> (tempfile::TempDir, PathBuf, ImportSummary) {
 
 #[test]
 fn tiny_en_converts_to_the_official_size() {
-    let Some(dir) = provisioned("tiny.en") else {
-        return;
-    };
+    let dir = provisioned("tiny.en");
     let (_tmp, out, summary) = convert_real(&dir);
     assert_eq!(summary.bytes, 77_704_715);
     assert_eq!(summary.tensors, 167);
@@ -366,9 +364,7 @@ fn tiny_en_converts_to_the_official_size() {
 
 #[test]
 fn base_converts_to_the_expected_size() {
-    let Some(dir) = provisioned("base") else {
-        return;
-    };
+    let dir = provisioned("base");
     let (_tmp, out, summary) = convert_real(&dir);
     assert_eq!(summary.bytes, 147_951_482);
     assert_eq!((summary.n_vocab, summary.multilingual), (51865, true));
@@ -379,9 +375,7 @@ fn base_converts_to_the_expected_size() {
 
 #[test]
 fn tiny_en_loads_in_whisper_cpp() {
-    let Some(dir) = provisioned("tiny.en") else {
-        return;
-    };
+    let dir = provisioned("tiny.en");
     let (_tmp, out, _) = convert_real(&dir);
     let ctx = whisper_rs::WhisperContext::new_with_params(
         &out,

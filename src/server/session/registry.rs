@@ -213,6 +213,12 @@ impl Registry {
 
 /// 128 random bits from the OS, as hex.
 fn new_token() -> Result<String, SttError> {
+    if crate::fault::armed(crate::fault::Fault::SessionToken) {
+        return Err(
+            SttError::new(ErrorCode::Err3001, "cannot issue a session token")
+                .with_source(std::io::Error::other(crate::fault::INJECTED)),
+        );
+    }
     crate::server::secret::random_hex(16).map_err(|e| {
         SttError::new(ErrorCode::Err3001, "cannot issue a session token").with_source(e)
     })

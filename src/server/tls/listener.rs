@@ -1,8 +1,8 @@
 //! Accepting connections, with or without TLS, as one type every
-//! transport takes: axum serves an [`Incoming`] directly (it is an
-//! `axum::serve::Listener`), tonic takes [`Incoming::into_stream`]. Each
-//! [`Conn`] knows its peer, so `remote_addr()` and `ConnectInfo` work the
-//! same either way.
+//! transport takes: the HTTP planes pull from an [`Incoming`]
+//! ([`crate::server::http_serve`]), tonic takes [`Incoming::into_stream`].
+//! Each [`Conn`] knows its peer, so `remote_addr()` and `ConnectInfo` work
+//! the same either way.
 //!
 //! TLS handshakes run on their own tasks, each with a deadline and at most
 //! [`MAX_HANDSHAKES`] at once, so a client that opens a connection and says
@@ -153,30 +153,10 @@ impl Incoming {
     }
 }
 
-impl axum::serve::Listener for Incoming {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Conn, SocketAddr) {
-        let conn = self.next().await;
-        let peer = conn.peer;
-        (conn, peer)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-/// The socket's peer, as axum's `ConnectInfo` for an [`Incoming`].
+/// The socket's peer, as axum's `ConnectInfo` for an [`Incoming`]
+/// (inserted per request by [`crate::server::http_serve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Incoming>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Incoming>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
 
 async fn accept_failed(e: &io::Error) {
     tracing::warn!(error = %e, "accept failed; retrying");

@@ -51,22 +51,14 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, behind the plane's access guard.
 pub async fn serve(
     listener: Incoming,
     access: std::sync::Arc<crate::server::access::HttpAccess>,
     state: WebState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state)
-        .layer(axum::middleware::from_fn_with_state(
-            access,
-            crate::server::access::http_guard,
-        ))
-        .into_make_service_with_connect_info::<crate::server::tls::Peer>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::http_serve::serve(listener, router(state), access, shutdown).await
 }
 
 /// A session id for a transport that has none of its own: `prefix-` and 64

@@ -54,7 +54,7 @@ enum ClientFrame {
 /// The session a client asks for; every field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct StartData {
+pub(crate) struct StartData {
     /// Names a session created beforehand with gRPC CreateSession, or the
     /// id to create; a fresh one is made up when absent.
     session_id: Option<String>,
@@ -85,7 +85,7 @@ struct StartData {
 
 impl StartData {
     /// The CreateSession request this start frame stands for.
-    fn into_request(self, session_id: String) -> Result<SessionRequest, SttError> {
+    pub(crate) fn into_request(self, session_id: String) -> Result<SessionRequest, SttError> {
         let vad_mode = match self.vad_mode.as_deref() {
             None | Some("") | Some("continue") => VadMode::Continue,
             Some("auto" | "auto_end") => VadMode::AutoEnd,
@@ -301,7 +301,7 @@ async fn first_text(stream: &mut SplitStream<WebSocket>) -> Option<String> {
     None
 }
 
-fn parse_start(text: &str) -> Result<StartData, SttError> {
+pub(crate) fn parse_start(text: &str) -> Result<StartData, SttError> {
     let bad = |why: String| {
         SttError::new(
             ErrorCode::Err1010,

@@ -491,14 +491,25 @@ impl Pipeline {
         }
     }
 
-    /// Hands a result to the transport; returns how long that took.
+    /// Hands a result to the transport; returns how long that took. A
+    /// client that reads nothing for `session_timeout_sec` while results
+    /// wait ends its session (ERR1006): backpressure may slow a session,
+    /// but must not let a stalled reader hold a session slot for ever.
     async fn send(&mut self, update: Update) -> Result<Duration, End> {
         let started = Instant::now();
-        self.updates
-            .send(update)
-            .await
-            .map_err(|_| End::ClientGone)?;
-        Ok(started.elapsed())
+        let limit = self.deps.limits.session_timeout;
+        match tokio::time::timeout(limit, self.updates.send(update)).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(_)) => Err(End::ClientGone),
+            Err(_) => Err(SttError::new(
+                ErrorCode::Err1006,
+                format!(
+                    "session ended: the client read no results for {} s (server.session_timeout_sec)",
+                    limit.as_secs_f64()
+                ),
+            )
+            .into()),
+        }
     }
 }
 

@@ -433,15 +433,14 @@ impl Pipeline {
         let Some(start) = self.utterance.as_ref().map(|u| u.start) else {
             return Ok(());
         };
-        if end - start <= max {
-            return Ok(());
-        }
-        let new_start = match self.opts.vad_mode {
-            VadMode::Continue => {
+        let overlap = self.deps.limits.overlap_samples;
+        let new_start = match cut(start, end, max, overlap, self.opts.vad_mode) {
+            None => return Ok(()),
+            Some(Cut::Final { restart }) => {
                 self.schedule_final(start, end).await?;
-                end.saturating_sub(self.deps.limits.overlap_samples)
+                restart
             }
-            VadMode::AutoEnd => end - max,
+            Some(Cut::Slide { restart }) => restart,
         };
         if let Some(u) = self.utterance.as_mut() {
             u.start = new_start;
@@ -458,6 +457,34 @@ impl Pipeline {
         };
         self.buffer.discard_before(keep_from);
     }
+}
+
+/// What to do with an utterance longer than the buffer cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Continue mode: what was heard goes out as a final now, and the
+    /// utterance goes on from `restart` (the overlap kept, so a word split
+    /// by the cut is heard whole in one of the two).
+    Final { restart: u64 },
+    /// Auto-End: there is one final, at the end; keep only the newest
+    /// audio, from `restart`.
+    Slide { restart: u64 },
+}
+
+/// The buffer rule (`max_buffer_sec` / `max_buffer_bytes`, with
+/// `buffer_overlap_sec`) for the utterance `start..end` (session samples):
+/// `None` while it fits in `max` samples.
+fn cut(start: u64, end: u64, max: u64, overlap: u64, mode: VadMode) -> Option<Cut> {
+    if end.saturating_sub(start) <= max {
+        return None;
+    }
+    Some(match mode {
+        // The overlap never reaches back past the utterance's own start.
+        VadMode::Continue => Cut::Final {
+            restart: end.saturating_sub(overlap).max(start),
+        },
+        VadMode::AutoEnd => Cut::Slide { restart: end - max },
+    })
 }
 
 /// Opens the session's capture file off the runtime (file creation may be
@@ -478,5 +505,46 @@ async fn open_capture(store: CaptureStore, id: &str) -> Option<SessionCapture> {
             tracing::error!(error = %e, "audio capture task failed");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 16_000;
+
+    #[test]
+    fn an_utterance_within_the_cap_is_left_alone() {
+        assert_eq!(cut(0, 20 * SEC, 20 * SEC, SEC / 2, VadMode::Continue), None);
+        assert_eq!(cut(5 * SEC, 6 * SEC, SEC, 0, VadMode::AutoEnd), None);
+    }
+
+    #[test]
+    fn continue_mode_sends_a_final_and_keeps_the_overlap() {
+        assert_eq!(
+            cut(SEC, 21 * SEC + 1, 20 * SEC, SEC / 2, VadMode::Continue),
+            Some(Cut::Final {
+                restart: 21 * SEC + 1 - SEC / 2
+            })
+        );
+        // No overlap: the next part starts where this one ended.
+        assert_eq!(
+            cut(0, 3 * SEC, 2 * SEC, 0, VadMode::Continue),
+            Some(Cut::Final { restart: 3 * SEC })
+        );
+        // An overlap longer than the utterance stops at its start.
+        assert_eq!(
+            cut(SEC, 3 * SEC, SEC, 10 * SEC, VadMode::Continue),
+            Some(Cut::Final { restart: SEC })
+        );
+    }
+
+    #[test]
+    fn auto_end_keeps_the_newest_audio_up_to_the_cap() {
+        assert_eq!(
+            cut(0, 25 * SEC, 20 * SEC, SEC / 2, VadMode::AutoEnd),
+            Some(Cut::Slide { restart: 5 * SEC })
+        );
     }
 }
