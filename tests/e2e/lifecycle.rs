@@ -77,11 +77,17 @@ async fn draining_refuses_new_sessions_reports_unhealthy_and_finishes_open_strea
     }
     let refused = refused.expect("CreateSession refused while draining");
     assert!(refused.message().starts_with("ERR2004"), "{refused:?}");
-    // … /health says the server is going …
+    // … /health says the server is going (500 with its reasons, as the
+    // original) …
     let health = reqwest::get(format!("http://{}/health", server.http))
         .await
         .expect("/health answers while draining");
-    assert_eq!(health.status().as_u16(), 503, "{health:?}");
+    assert_eq!(health.status().as_u16(), 500, "{health:?}");
+    let body: serde_json::Value = health.json().await.expect("JSON");
+    assert!(
+        body["reasons"].to_string().contains("not serving"),
+        "{body}"
+    );
     // … and the open stream gets its final and ends cleanly.
     let (results, status) = tokio::time::timeout(WITHIN, open)
         .await

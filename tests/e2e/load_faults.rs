@@ -345,8 +345,10 @@ async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
         .create_session(session_request(id))
         .await
         .expect("session");
+    // About 45 s of speech at twice real time, a partial due every 0.3 s
+    // of it: far more results than the 32 a session may have queued.
     let mut audio = Vec::new();
-    for (i, text) in SENTENCES.iter().cycle().take(9).enumerate() {
+    for (i, text) in SENTENCES.iter().cycle().take(15).enumerate() {
         audio.extend(speech(&format!("load_stall_{}", i % 3), text));
         audio.extend(silence(0.3));
     }
@@ -356,9 +358,7 @@ async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
             if tx.send(c).await.is_err() {
                 return;
             }
-            // Four times real time: results pile up faster than anyone
-            // would read them.
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tx.closed().await;
     });
