@@ -237,6 +237,35 @@ mod tests {
         crossings as f32 / 2.0 / (samples.len() as f32 / rate as f32)
     }
 
+    /// Found by the fuzzer (src/fuzz/audio.rs): at rates sharing no factor
+    /// with 16 kHz rubato holds output back for a second of input, and the
+    /// flush gave up first.
+    #[test]
+    fn flush_converges_at_rates_sharing_no_factor_with_16k() {
+        for rate in [90_537, 259_182, 4_913] {
+            let y = resample_to_16k(&[0.0], rate).unwrap();
+            assert_eq!(y.len(), expected_len(1, rate), "rate {rate}");
+        }
+    }
+
+    /// Found by the fuzzer: rubato panicked on NaN and on 1e38.
+    #[test]
+    fn non_finite_and_huge_samples_are_silenced_or_clipped() {
+        let x = [f32::NAN, 2.87e38, -1e30, 0.5, f32::INFINITY, -0.25];
+        for rate in [4_913, 16_000, 48_000] {
+            let y = resample_to_16k(&x, rate).unwrap();
+            assert_eq!(y.len(), expected_len(x.len(), rate));
+            assert!(
+                y.iter().all(|s| s.is_finite() && s.abs() <= 1.5),
+                "rate {rate}: {y:?}"
+            );
+        }
+        assert_eq!(
+            resample_to_16k(&x, 16_000).unwrap(),
+            [0.0, 1.0, -1.0, 0.5, 0.0, -0.25]
+        );
+    }
+
     #[test]
     fn passthrough_at_16k() {
         let x = sine(16_000, 440.0, 0.1);
