@@ -222,23 +222,9 @@ async fn a_full_disk_stops_audio_capture_and_counts_it_while_sessions_go_on() {
             .expect("JSON");
         body["capture"]["write_errors_total"].as_u64().unwrap_or(0)
     };
-    for (i, text) in SENTENCES.iter().enumerate() {
-        let id = format!("full-{i}");
-        create_ok(&server, session_request(&id)).await;
-        let mut client = server.client().await;
-        let mut audio = speech(&format!("load_full_{i}"), text);
-        audio.extend(silence(1.0));
-        let out = stream_raw(
-            &mut client,
-            &id,
-            "",
-            audio_chunks(&audio, 100, &id, ""),
-            Duration::ZERO,
-        )
-        .await;
-        // The session is untouched by the disk: no error, its words back.
-        assert_eq!(out.code(), None, "{out:?}");
-        assert_words(text, &out.final_text(), 0.7);
+    // The sessions are untouched by the disk: no error, their words back.
+    for i in 0..SENTENCES.len() {
+        speak_ok(&server, "full", i).await;
     }
     let mut errors = 0;
     let deadline = tokio::time::Instant::now() + WITHIN;
@@ -250,13 +236,13 @@ async fn a_full_disk_stops_audio_capture_and_counts_it_while_sessions_go_on() {
     drop(server);
 }
 
-/// Session `swap-<i>` speaks sentence `i` and must hear it back.
-async fn speak_ok(server: &TestServer, i: usize) {
-    let id = format!("swap-{i}");
+/// Session `<prefix>-<i>` speaks sentence `i` and must hear it back.
+async fn speak_ok(server: &TestServer, prefix: &str, i: usize) {
+    let id = format!("{prefix}-{i}");
     let text = SENTENCES[i % 3];
     create_ok(server, session_request(&id)).await;
     let mut client = server.client().await;
-    let mut audio = speech(&format!("load_swap_{i}"), text);
+    let mut audio = speech(&format!("load_{prefix}_{i}"), text);
     audio.extend(silence(1.0));
     let out = stream_raw(
         &mut client,
@@ -284,14 +270,14 @@ async fn model_files_overwritten_or_deleted_under_a_running_server_leave_it_serv
     }
     let model_path = copy.clone();
     let server = TestServer::start(move |s| s.model_path = model_path);
-    speak_ok(&server, 0).await;
+    speak_ok(&server, "swap", 0).await;
     // Overwritten in place (the same inode, truncated): the loaded model
     // is in memory, so sessions go on.
     std::fs::write(copy.join("model.bin"), b"not a model any more").expect("overwrite");
-    speak_ok(&server, 1).await;
+    speak_ok(&server, "swap", 1).await;
     // Deleted outright.
     std::fs::remove_dir_all(&copy).expect("delete");
-    speak_ok(&server, 2).await;
+    speak_ok(&server, "swap", 2).await;
     let health = reqwest::get(format!("http://{}/health", server.http))
         .await
         .expect("/health answers");
