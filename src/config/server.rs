@@ -341,6 +341,9 @@ impl Default for HealthSection {
     }
 }
 
+/// The slowest request rate a limit may be set to: one a day.
+const MIN_RPS: f64 = 1.0 / 86_400.0;
+
 const LEVELS: [&str; 8] = [
     "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "OFF",
 ];
@@ -483,11 +486,16 @@ impl ServerFile {
             "server.max_audio_seconds_per_session",
             "must not be negative (0 = no cap)",
         );
-        c.check(
-            s.http_rate_limit_rps >= 0.0,
-            "server.http_rate_limit_rps",
-            "must not be negative (0 = no limit)",
-        );
+        for (rps, key) in [
+            (s.http_rate_limit_rps, "server.http_rate_limit_rps"),
+            (s.create_session_rps, "server.create_session_rps"),
+        ] {
+            c.check(
+                rps == 0.0 || (MIN_RPS..=1e9).contains(&rps),
+                key,
+                "must be 0 (no limit) or between 0.0000116 (one a day) and 1e9",
+            );
+        }
         c.check(
             s.max_audio_bytes_per_sec <= u64::from(u32::MAX)
                 && s.max_audio_bytes_per_sec_burst <= u64::from(u32::MAX),
@@ -560,5 +568,30 @@ mod tests {
             parse_yaml("server:\n  session_timeout_sec: -1\n", Path::new("s.yaml")).unwrap();
         let e = f.validate(Path::new("s.yaml")).unwrap_err();
         assert!(e.to_string().contains("server.session_timeout_sec"), "{e}");
+    }
+
+    /// Found by the fuzzer: a subnormal rate made a period of 10^300 s,
+    /// and governor panicked building the limiter.
+    #[test]
+    fn request_rates_are_off_or_between_one_a_day_and_1e9() {
+        for (key, rps, ok) in [
+            ("http_rate_limit_rps", "0", true),
+            ("http_rate_limit_rps", "0.0000116", true),
+            ("http_rate_limit_rps", "1.8474987538159954e-308", false),
+            ("create_session_rps", "-1", false),
+            ("create_session_rps", ".inf", false),
+            ("create_session_rps", "2e9", false),
+            ("create_session_rps", "5", true),
+        ] {
+            let text = format!("server:\n  {key}: {rps}\n");
+            let f: ServerFile = parse_yaml(&text, Path::new("s.yaml")).unwrap();
+            match f.validate(Path::new("s.yaml")) {
+                Ok(()) => assert!(ok, "{key}: {rps} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{key}: {rps} was refused: {e}");
+                    assert!(e.to_string().contains(key), "{e}");
+                }
+            }
+        }
     }
 }

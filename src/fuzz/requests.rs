@@ -11,22 +11,13 @@ use crate::engine::Task;
 use crate::error::{ErrorCode, SttError};
 use crate::pb;
 use crate::server::session::options::{Defaults, SessionOptions, SessionRequest};
-use crate::server::session::Profile;
 use crate::server::web::ws::parse_start;
 
 fn defaults(multilingual: bool) -> Defaults {
+    let model = if multilingual { "base" } else { "tiny.en" };
     Defaults {
-        vad_silence: 0.5,
-        vad_threshold: 0.5,
-        language: None,
-        language_fix: false,
-        task: Task::Transcribe,
-        profile: Profile::Realtime,
-        require_api_key: false,
-        multilingual,
         languages: multilingual.then(|| Arc::from(vec![("en".to_string(), 1), ("de".into(), 1)])),
-        model_id: if multilingual { "base" } else { "tiny.en" }.into(),
-        multilingual_models: Vec::new(),
+        ..Defaults::for_tests(model, multilingual)
     }
 }
 

@@ -21,6 +21,27 @@ use crate::error::{ErrorCode, SttError};
 /// Buckets kept before idle ones are swept.
 const MAX_BUCKETS: usize = 10_000;
 
+/// The slowest rate a limit keeps: one a day (config validation refuses
+/// slower ones; this guards other callers).
+const MAX_PERIOD: Duration = Duration::from_secs(86_400);
+
+/// The most time a full bucket may stand for (period × burst).
+const MAX_BUCKET: Duration = Duration::from_secs(365 * 86_400);
+
+/// `rps` per second with `burst` at once; `None` when `rps` is not
+/// positive (no limit). governor counts time in u64 nanoseconds, panics on
+/// a period past 584 years and overflows on period × burst, so the period
+/// stays within [`MAX_PERIOD`] and the bucket within [`MAX_BUCKET`].
+fn per_second(rps: f64, burst: u32) -> Option<Quota> {
+    if !(rps.is_finite() && rps > 0.0) {
+        return None;
+    }
+    let period = crate::config::seconds(1.0 / rps).clamp(Duration::from_nanos(1), MAX_PERIOD);
+    let most = (MAX_BUCKET.as_nanos() / period.as_nanos()).min(u128::from(u32::MAX)) as u32;
+    let burst = NonZeroU32::new(burst.clamp(1, most.max(1)))?;
+    Some(Quota::with_period(period)?.allow_burst(burst))
+}
+
 pub struct SessionRateLimit {
     limiter: DefaultKeyedRateLimiter<String>,
 }
@@ -28,11 +49,7 @@ pub struct SessionRateLimit {
 impl SessionRateLimit {
     /// `None` when `rps` is not positive (no limit).
     pub fn new(rps: f64, burst: u32) -> Option<Self> {
-        if !(rps.is_finite() && rps > 0.0) {
-            return None;
-        }
-        let period = crate::config::seconds(1.0 / rps);
-        let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst.max(1))?);
+        let quota = per_second(rps, burst)?;
         Some(Self {
             limiter: RateLimiter::keyed(quota),
         })
@@ -152,11 +169,7 @@ pub struct HttpRateLimit {
 impl HttpRateLimit {
     /// `None` when `rps` is not positive (no limit).
     pub fn new(rps: f64, burst: u32) -> Option<Self> {
-        if !(rps.is_finite() && rps > 0.0) {
-            return None;
-        }
-        let quota = Quota::with_period(crate::config::seconds(1.0 / rps))?
-            .allow_burst(NonZeroU32::new(burst.max(1))?);
+        let quota = per_second(rps, burst)?;
         Some(Self {
             limiter: RateLimiter::keyed(quota),
         })
@@ -223,5 +236,27 @@ mod tests {
         assert!(l.check(a).is_ok() && l.check(a).is_ok());
         assert!(l.check(a).is_err());
         assert!(l.check("10.0.0.2".parse().unwrap()).is_ok());
+    }
+
+    /// governor panics on a period past 584 years and overflows on
+    /// period × burst: rates and bursts at the extremes still make a limit.
+    #[test]
+    fn extreme_rates_and_bursts_still_limit() {
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        for (rps, burst) in [
+            (1e-308, 1),
+            (1e-308, u32::MAX),
+            (0.01, u32::MAX),
+            (1e12, u32::MAX),
+        ] {
+            let http = HttpRateLimit::new(rps, burst).expect("a limit");
+            let sessions = SessionRateLimit::new(rps, burst).expect("a limit");
+            assert!(http.check(a).is_ok() && sessions.check("k").is_ok());
+        }
+        // One a day with a burst of one: the second request waits a day.
+        let slow = SessionRateLimit::new(1e-308, 1).expect("a limit");
+        assert!(slow.check("k").is_ok());
+        let wait = slow.check("k").expect_err("limited");
+        assert!(wait > Duration::from_secs(86_000), "{wait:?}");
     }
 }

@@ -10,6 +10,7 @@
 //! transport imports tonic types.
 
 pub mod access;
+mod background;
 pub mod batch;
 pub mod cadence;
 pub mod capture;
@@ -24,6 +25,7 @@ pub mod secret;
 pub mod service;
 pub mod session;
 pub mod settings;
+mod shutdown;
 pub mod snapshot;
 pub mod tls;
 pub mod transcript_log;
@@ -358,26 +360,11 @@ impl BoundServer {
             max_send: s.grpc_max_send_message_bytes,
         };
 
-        // Sessions created but never streamed give their slot back.
-        let reaper = {
-            let registry = self.registry.clone();
-            let idle = secs(s.session_timeout_sec);
-            let closing = closing.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = closing.cancelled() => break,
-                        _ = tick.tick() => {
-                            let n = registry.reap(idle);
-                            if n > 0 {
-                                tracing::info!(sessions = n, "expired sessions that never streamed");
-                            }
-                        }
-                    }
-                }
-            })
-        };
+        let reaper = background::spawn_reaper(
+            self.registry.clone(),
+            secs(s.session_timeout_sec),
+            closing.clone(),
+        );
 
         let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let http_stop = CancellationToken::new();
@@ -407,18 +394,18 @@ impl BoundServer {
 
         grpc::set_serving(&reporter).await;
         serving.store(true, std::sync::atomic::Ordering::Release);
-        let watcher = tokio::spawn(watch_health(
+        let watcher = background::spawn_health_watcher(
             reporter.clone(),
             serving.clone(),
             self.models.clone(),
             self.decode_health.clone(),
             closing.clone(),
-        ));
-        tokio::spawn(feed_cadence(
+        );
+        background::spawn_cadence_feed(
             self.deps.scheduler.clone(),
             self.models.clone(),
             closing.clone(),
-        ));
+        );
         let grpc_stop = CancellationToken::new();
         let mut grpc = tokio::spawn(grpc::serve(
             incoming(self.listener, tls::Plane::Grpc)?,
@@ -446,25 +433,15 @@ impl BoundServer {
             }
         };
         tracing::info!(grpc = %self.grpc_addr, http = %self.http_addr, "serving");
-        let metrics_logger = s.log_metrics.then(|| {
-            let (metrics, registry, deps, models) = (
-                self.metrics.clone(),
-                self.registry.clone(),
-                self.deps.clone(),
-                self.models.clone(),
-            );
-            let closing = closing.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(LOG_METRICS_EVERY);
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        () = closing.cancelled() => return,
-                        _ = tick.tick() => log_metrics_line(&metrics, &registry, &deps, &models),
-                    }
-                }
-            })
-        });
+        let metrics_line = background::MetricsLine {
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            deps: self.deps.clone(),
+            models: self.models.clone(),
+        };
+        let metrics_logger = s
+            .log_metrics
+            .then(|| metrics_line.clone().spawn(closing.clone()));
 
         // Either a shutdown request, or the transport died on its own.
         let died = tokio::select! {
@@ -478,51 +455,14 @@ impl BoundServer {
         serving.store(false, std::sync::atomic::Ordering::Release);
         watcher.abort();
         grpc::set_not_serving(&reporter).await;
-        // 2. Open streams flush their finals (a zero grace skips this).
+        // 2. Open streams flush their finals (a zero grace skips this);
+        // 3. what is left is aborted.
         let grace = secs(s.shutdown_grace_sec);
-        tracker.close();
-        let drained = if grace.is_zero() {
-            false
-        } else {
-            stop.drain.cancel();
-            tokio::time::timeout(grace, tracker.wait()).await.is_ok()
-        };
-        if !drained {
-            // 3. Abort what is left.
-            tracing::warn!(
-                grace_sec = grace.as_secs_f64(),
-                open = self.registry.active(),
-                "shutdown: aborting sessions still open"
-            );
-            stop.abort.cancel();
-            tracker.wait().await;
-        }
-        // Capture files are closed as sessions end; give their writers the
-        // grace period to drain what is queued.
-        if let Some(store) = self.deps.capture.clone() {
-            let wait = grace.max(Duration::from_secs(1));
-            let idle = tokio::task::spawn_blocking(move || store.wait_idle(wait))
-                .await
-                .unwrap_or(false);
-            if !idle {
-                tracing::warn!(
-                    "shutdown: audio capture writers still busy; their files stay valid"
-                );
-            }
-        }
-        grpc_stop.cancel();
-        // Open connections (idle keep-alives included) get a moment to go;
-        // a client that never closes must not hold the process up.
+        shutdown::drain_sessions(grace, &stop, &tracker, &self.registry).await;
+        shutdown::settle_capture(self.deps.capture.clone(), grace).await;
         let grpc_result = match died {
             Some(res) => res,
-            None => match tokio::time::timeout(Duration::from_secs(2), &mut grpc).await {
-                Ok(res) => res,
-                Err(_) => {
-                    tracing::info!("shutdown: closing connections still open");
-                    grpc.abort();
-                    Ok(Ok(()))
-                }
-            },
+            None => shutdown::close_listener(grpc, &grpc_stop).await,
         };
         let failure = match grpc_result {
             Ok(Ok(())) => None,
@@ -531,12 +471,9 @@ impl BoundServer {
         };
         // The data plane's sessions have drained with the rest; its open
         // sockets (pages left open) must not hold the process up.
-        web_stop.cancel();
-        if let Some(mut web) = web {
-            match tokio::time::timeout(Duration::from_secs(2), &mut web).await {
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "WebSocket/REST listener failed"),
-                Ok(_) => {}
-                Err(_) => web.abort(),
+        if let Some(web) = web {
+            if let Ok(Err(e)) = shutdown::close_listener(web, &web_stop).await {
+                tracing::error!(error = %e, "WebSocket/REST listener failed");
             }
         }
         reaper.abort();
@@ -551,7 +488,7 @@ impl BoundServer {
             .ok();
         if let Some(task) = metrics_logger {
             task.abort();
-            log_metrics_line(&self.metrics, &self.registry, &self.deps, &self.models);
+            metrics_line.log();
         }
         tracing::info!("shutdown: complete");
         match failure {
@@ -582,95 +519,6 @@ fn web_frame_limit(s: &crate::config::server::ServerSection) -> usize {
 /// The signed-token secret's environment variable.
 const ENV_AUTH_SECRET: &str = "STT_CREATE_SESSION_AUTH_SECRET";
 
-/// How often `--log-metrics` logs its summary line.
-const LOG_METRICS_EVERY: Duration = Duration::from_secs(30);
-
-/// The `--log-metrics` line: sessions, decode latency over the recent
-/// window, load and errors, in one line an operator can grep.
-fn log_metrics_line(
-    metrics: &ServerMetrics,
-    registry: &Registry,
-    deps: &SessionDeps,
-    models: &ModelRegistry,
-) {
-    let s = snapshot::MetricsSnapshot::take(&snapshot::Sources {
-        metrics,
-        registry,
-        deps,
-        models,
-        expose_api_keys: false,
-    });
-    let (finals, partials) = (&s.latency.final_, &s.latency.partial);
-    let ms = |s: f64| (s * 1000.0).round() as u64;
-    tracing::info!(
-        sessions = s.active_sessions,
-        started = s.sessions_started_total,
-        finals = finals.count,
-        final_p50_ms = ms(finals.total_p50_sec),
-        final_p95_ms = ms(finals.total_p95_sec),
-        end_of_utterance_to_final_p95_ms = ms(s.latency.end_of_utterance_to_final.p95_sec),
-        partials = partials.count,
-        partial_p50_ms = ms(partials.total_p50_sec),
-        rtf = finals
-            .rtf_mean
-            .map_or(0.0, |r| (r * 1000.0).round() / 1000.0),
-        workers_busy = s.decode.workers_busy,
-        workers = models.workers(),
-        pending = s.decode.pending,
-        partials_dropped = s.decode.partials_dropped_total,
-        partial_cadence = s.decode.partial_cadence.factor,
-        errors = s.errors.values().sum::<u64>(),
-        capture_dropped = s.capture.as_ref().map_or(0, |c| c.dropped_chunks_total),
-        "metrics"
-    );
-}
-
-/// Tells the partial cadence how busy the decode workers are, every
-/// [`cadence::TICK`].
-async fn feed_cadence(scheduler: Scheduler, models: ModelRegistry, closing: CancellationToken) {
-    let mut tick = tokio::time::interval(cadence::TICK);
-    loop {
-        tokio::select! {
-            () = closing.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        scheduler
-            .cadence()
-            .tick(std::time::Instant::now(), models.busy_fraction());
-    }
-}
-
-/// Keeps the gRPC health service in step with `GET /health`: NOT_SERVING
-/// whenever the HTTP check would answer 500, SERVING again once it recovers.
-async fn watch_health(
-    reporter: tonic_health::server::HealthReporter,
-    serving: Arc<std::sync::atomic::AtomicBool>,
-    models: ModelRegistry,
-    decode_health: Arc<DecodeHealth>,
-    closing: CancellationToken,
-) {
-    let mut healthy = true;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            () = closing.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let serving = serving.load(std::sync::atomic::Ordering::Acquire);
-        let reasons = http::health::reasons(serving, &models, &decode_health);
-        if reasons.is_empty() != healthy {
-            healthy = reasons.is_empty();
-            if healthy {
-                tracing::info!("health recovered");
-                grpc::set_serving(&reporter).await;
-            } else {
-                tracing::warn!(reasons = ?reasons, "unhealthy");
-                grpc::set_not_serving(&reporter).await;
-            }
-        }
-    }
-}
-
 fn secs(v: f64) -> Duration {
     crate::config::seconds(v)
 }
@@ -680,13 +528,5 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
     settings.init_logging()?;
     let server = BoundServer::bind(settings).await?;
-    server.serve(shutdown_signal()).await
-}
-
-/// Resolves on SIGINT or SIGTERM, logging which.
-pub async fn shutdown_signal() {
-    match crate::signal::stop_requested().await {
-        crate::signal::StopSignal::Interrupt => tracing::info!("received Ctrl-C"),
-        crate::signal::StopSignal::Terminate => tracing::info!("received SIGTERM"),
-    }
+    server.serve(shutdown::signal()).await
 }

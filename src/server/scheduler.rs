@@ -395,4 +395,229 @@ mod tests {
         h.record_at(Instant::now() - Duration::from_secs(1), Outcome::Failure);
         assert!(h.verdict().is_ok());
     }
+
+    // === the global bound, with the real tiny.en engine (setup.sh provisions it) ===
+
+    use crate::engine::{DecodeParams, EngineChoice, EngineConfig, ModelSource};
+
+    /// One tiny.en worker behind a scheduler of `slots`.
+    fn scheduler(
+        slots: usize,
+        queue_timeout: Duration,
+        decode_timeout: Option<Duration>,
+    ) -> (Engine, Scheduler, Arc<DecodeHealth>) {
+        let model = ModelSource::resolve("tiny.en", EngineChoice::Auto);
+        let engine = Engine::start(EngineConfig {
+            threads: 1,
+            queue_capacity: slots.max(1),
+            ..EngineConfig::new(model)
+        })
+        .unwrap_or_else(|e| panic!("{e} (hint: run scripts/setup.sh)"));
+        let health = Arc::new(DecodeHealth::new(Duration::from_secs(60), 1, 0.5, 0.0));
+        let cfg = SchedulerConfig {
+            max_pending_global: slots,
+            queue_timeout,
+            decode_timeout,
+        };
+        (engine, Scheduler::new(cfg, health.clone()), health)
+    }
+
+    fn clip(seconds: usize) -> Arc<[f32]> {
+        vec![0.0; seconds * 16_000].into()
+    }
+
+    fn params() -> DecodeParams {
+        DecodeParams::from_profile(crate::config::DecodeProfileConfig::realtime())
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn partials_past_the_global_bound_are_dropped_and_counted() {
+        let (engine, s, _) = scheduler(2, LONG, None);
+        let partial = || {
+            s.try_partial(
+                &engine,
+                clip(1),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+        };
+        let a = partial().expect("first slot");
+        let _b = partial().expect("second slot");
+        assert_eq!(s.pending(), 2);
+        assert!(partial().is_none(), "no third slot");
+        assert_eq!(s.partials_dropped(), 1);
+        let speculative = s.try_final(
+            &engine,
+            clip(1),
+            params(),
+            CancellationToken::new(),
+            later(),
+        );
+        assert!(speculative.is_none(), "a speculative final never waits");
+        // The slot is held until the result is taken, then freed.
+        a.wait().await.expect("transcript");
+        assert_eq!(s.pending(), 1);
+        assert!(partial().is_some());
+        assert_eq!(s.partials_dropped(), 1);
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_final_waits_for_a_slot_up_to_the_queue_timeout() {
+        let (engine, s, _) = scheduler(1, Duration::from_millis(200), None);
+        let held = s
+            .try_partial(
+                &engine,
+                clip(1),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+            .expect("the only slot");
+        let refused = s
+            .schedule_final(
+                &engine,
+                clip(1),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+            .await;
+        match refused {
+            Err(ScheduleError::QueueTimeout(wait, pending)) => {
+                assert_eq!((wait, pending), (Duration::from_millis(200), 1));
+            }
+            other => panic!("expected a queue timeout, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(s.finals_timed_out(), 1);
+        drop(held);
+        let ticket = s
+            .schedule_final(
+                &engine,
+                clip(1),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+            .await
+            .expect("a slot is free again");
+        ticket.wait().await.expect("transcript");
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_final_takes_the_slot_the_moment_it_frees() {
+        let (engine, s, _) = scheduler(1, LONG, None);
+        let held = s
+            .try_partial(
+                &engine,
+                clip(1),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+            .expect("the only slot");
+        let waiting = {
+            let (engine, s) = (engine.clone(), s.clone());
+            tokio::spawn(async move {
+                let t = s
+                    .schedule_final(
+                        &engine,
+                        clip(1),
+                        params(),
+                        CancellationToken::new(),
+                        later(),
+                    )
+                    .await?;
+                t.wait().await
+            })
+        };
+        let mut waiting = waiting;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+                .await
+                .is_err(),
+            "no slot: the final must wait"
+        );
+        drop(held);
+        let result = tokio::time::timeout(LONG, waiting)
+            .await
+            .expect("the final got the freed slot before its queue timeout")
+            .expect("task");
+        result.expect("transcript");
+        assert_eq!(s.finals_timed_out(), 0);
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_batch_piece_waits_for_a_slot_until_cancelled() {
+        let (engine, s, _) = scheduler(1, Duration::from_millis(10), None);
+        let _held = s
+            .try_partial(
+                &engine,
+                clip(1),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+            .expect("the only slot");
+        let cancel = CancellationToken::new();
+        let piece = {
+            let (engine, s, cancel) = (engine.clone(), s.clone(), cancel.clone());
+            tokio::spawn(async move {
+                s.schedule_batch(&engine, clip(1), params(), cancel)
+                    .await
+                    .map(|_| ())
+            })
+        };
+        let mut piece = piece;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut piece)
+                .await
+                .is_err(),
+            "pieces are not bound by the 10 ms queue timeout"
+        );
+        cancel.cancel();
+        let result = tokio::time::timeout(LONG, piece)
+            .await
+            .expect("ends")
+            .expect("task");
+        assert!(
+            matches!(result, Err(ScheduleError::Engine(EngineError::Cancelled))),
+            "{result:?}"
+        );
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_decode_past_its_timeout_is_cancelled_and_judged_unhealthy() {
+        let (engine, s, health) = scheduler(1, LONG, Some(Duration::from_millis(1)));
+        let ticket = s
+            .schedule_final(
+                &engine,
+                clip(20),
+                params(),
+                CancellationToken::new(),
+                later(),
+            )
+            .await
+            .expect("slot");
+        let result = ticket.wait().await;
+        assert!(
+            matches!(result, Err(ScheduleError::DecodeTimeout(d)) if d == Duration::from_millis(1)),
+            "{:?}",
+            result.map(|_| ())
+        );
+        assert_eq!(s.pending(), 0, "the slot is given back with the ticket");
+        let why = health.verdict().expect_err("one timeout in one decode");
+        assert!(why.contains("timeouts"), "{why}");
+        engine.shutdown();
+    }
 }

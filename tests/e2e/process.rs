@@ -145,14 +145,9 @@ pub async fn stream_held_open(
         .await
         .expect("stream opens")
         .into_inner();
-    let mut results = Vec::new();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(r)) => results.push(r),
-            Ok(None) => break tonic::Status::ok(""),
-            Err(status) => break status,
-        }
-    };
+    let mut out = crate::server::RawOutcome::default();
+    crate::server::read_to_end(&mut stream, id, &mut out).await;
     sender.abort();
-    (results, status)
+    let status = out.status.unwrap_or_else(|| tonic::Status::ok(""));
+    (out.results, status)
 }

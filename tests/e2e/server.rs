@@ -245,6 +245,17 @@ pub async fn stream_raw(
             return out;
         }
     };
+    read_to_end(&mut stream, id, &mut out).await;
+    out
+}
+
+/// Reads a stream to its end into `out`: every result, then the status
+/// and trailers. Fails the test if the stream runs past [`STREAM_LIMIT`].
+pub async fn read_to_end(
+    stream: &mut tonic::Streaming<pb::SttResult>,
+    id: &str,
+    out: &mut RawOutcome,
+) {
     let collect = async {
         loop {
             match stream.message().await {
@@ -264,7 +275,6 @@ pub async fn stream_raw(
     tokio::time::timeout(STREAM_LIMIT, collect)
         .await
         .unwrap_or_else(|_| panic!("stream {id} did not end within {STREAM_LIMIT:?}"));
-    out
 }
 
 /// The longest a test stream may run before the test fails.

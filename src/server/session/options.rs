@@ -322,11 +322,11 @@ impl SessionOptions {
     }
 }
 
+/// Defaults as a server on `model_id` with the shipped config would fill
+/// in: the starting point of the unit tests and the fuzz targets.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn defaults() -> Defaults {
+impl Defaults {
+    pub(crate) fn for_tests(model_id: &str, multilingual: bool) -> Self {
         Defaults {
             vad_silence: 0.5,
             vad_threshold: 0.5,
@@ -335,11 +335,24 @@ mod tests {
             task: Task::Transcribe,
             profile: Profile::Realtime,
             require_api_key: false,
-            multilingual: true,
+            multilingual,
             languages: None,
-            model_id: "base".into(),
-            multilingual_models: vec!["base".into()],
+            model_id: model_id.into(),
+            multilingual_models: if multilingual {
+                vec![model_id.into()]
+            } else {
+                Vec::new()
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults::for_tests("base", true)
     }
 
     fn req(id: &str) -> SessionRequest {
