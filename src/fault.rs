@@ -1,6 +1,6 @@
 //! Test-only fault injection. Built only with the `fault-injection` feature
-//! (the test command turns it on; release builds never have it), it lets
-//! the end-to-end tests make one internal step fail in a real server — the
+//! (the test command turns it on; shipped builds — setup.sh, the
+//! Dockerfile — never have it), it lets the end-to-end tests make one internal step fail in a real server — the
 //! failures no client can cause — so each error code has a test that
 //! provokes it. `STT_FAULT` names the step, read once at start:
 //!

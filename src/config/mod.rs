@@ -39,14 +39,19 @@ pub enum ConfigError {
     },
 }
 
-/// Seconds from a config file as a duration. Negative and NaN are zero, and
-/// a value past what a `Duration` holds saturates: a 1e300-second timeout
-/// means "never", not a panic at the moment it is first used.
+/// Seconds from a config file (or a request) as a duration, for any
+/// value: negative and NaN are zero; a positive value is at least a
+/// millisecond (a positive setting never turns into the zero that means
+/// "off" or panics `tokio::time::interval`) and at most a century, so
+/// `Instant::now() + d` and timers built from it cannot overflow: a
+/// 1e300-second timeout means "never", not a panic when first used.
 pub fn seconds(v: f64) -> std::time::Duration {
+    const MIN: std::time::Duration = std::time::Duration::from_millis(1);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
     if v.is_nan() || v <= 0.0 {
         return std::time::Duration::ZERO;
     }
-    std::time::Duration::try_from_secs_f64(v).unwrap_or(std::time::Duration::MAX)
+    std::time::Duration::try_from_secs_f64(v).map_or(MAX, |d| d.clamp(MIN, MAX))
 }
 
 /// Reads a YAML file into `T`, reporting the key path of the first problem.

@@ -420,6 +420,14 @@ impl ServerFile {
             "server.buffer_overlap_sec",
             "must not be negative",
         );
+        // Audio kept across a cut must leave room for new audio, or a long
+        // utterance never shrinks below the cap.
+        c.check(
+            s.max_buffer_sec
+                .is_none_or(|max| s.buffer_overlap_sec < max / 2.0),
+            "server.buffer_overlap_sec",
+            "must be less than half of server.max_buffer_sec",
+        );
         c.check(
             s.grpc_max_receive_message_bytes >= 1024,
             "server.grpc_max_receive_message_bytes",

@@ -193,14 +193,19 @@ impl Settings {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let max_buffer_samples = max_buffer_samples.map(|m| m.max(16_000));
         SessionLimits {
             chunk: ChunkLimits {
                 default_rate: s.sample_rate,
                 max_chunk_ms: s.max_chunk_ms,
             },
             session_timeout: crate::config::seconds(s.session_timeout_sec),
-            max_buffer_samples: max_buffer_samples.map(|m| m.max(16_000)),
-            overlap_samples: samples(s.buffer_overlap_sec),
+            max_buffer_samples,
+            // Below half the cap (validation says so for max_buffer_sec;
+            // max_buffer_bytes gets the same here), so a cut always frees
+            // room and a long utterance cannot stay over the cap.
+            overlap_samples: samples(s.buffer_overlap_sec)
+                .min(max_buffer_samples.map_or(u64::MAX, |m| m / 2 - 1)),
             partial_interval_samples: samples(s.partial_decode_interval_sec).max(1),
             partial_window_samples: samples(s.partial_decode_window_sec).max(16_000),
             max_pending_per_stream: s.max_pending_decodes_per_stream.max(1),

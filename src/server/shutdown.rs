@@ -12,8 +12,8 @@ use super::capture::CaptureStore;
 use super::session::{Registry, Stop};
 
 /// How long a closed listener's open connections (idle keep-alives, pages
-/// left open) get to go before they are dropped.
-const LINGER: Duration = Duration::from_secs(2);
+/// left open, requests in flight) get to go before they are dropped.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 /// Open streams flush their finals for up to `grace` (zero skips this);
 /// whatever is still open then is aborted. Returns once every session

@@ -1,6 +1,8 @@
 //! Faults under load: several streams at once when the server is told to
 //! stop, and clients vanishing mid-utterance beside one that stays.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{assert_words, word_recall};
@@ -146,12 +148,26 @@ async fn trickle_headers(addr: std::net::SocketAddr) -> Duration {
     panic!("a slowloris connection was still open after {WITHIN:?}");
 }
 
+/// A client that connects and sends nothing, not even the bytes that tell
+/// HTTP/1 from HTTP/2. How long until the server hung up.
+async fn say_nothing(addr: std::net::SocketAddr) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(WITHIN, s.read(&mut buf)).await {
+        Ok(_) => started.elapsed(),
+        Err(_) => panic!("a silent connection was still open after {WITHIN:?}"),
+    }
+}
+
 #[tokio::test]
 async fn slowloris_clients_are_cut_off_and_the_plane_keeps_answering() {
     let server = TestServer::start(|_| {});
-    let slow: Vec<_> = (0..50)
+    let mut slow: Vec<_> = (0..50)
         .map(|_| tokio::spawn(trickle_headers(server.http)))
         .collect();
+    slow.extend((0..10).map(|_| tokio::spawn(say_nothing(server.http))));
     // While they trickle, everyone else is served.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -310,15 +326,19 @@ fn a_server_without_onnx_runtime_refuses_to_start_and_says_how_to_fix_it() {
     );
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
-    let server = TestServer::start(|s| {
-        s.server.server.session_timeout_sec = 3.0;
-        // Many small results: a partial every 0.3 s of audio.
-        s.server.server.partial_decode_interval_sec = 0.3;
-    });
-    // A reader whose HTTP/2 window holds about one result: once it is
-    // full the server can send nothing more on this stream.
+/// A client whose HTTP/2 window holds about one result streams about
+/// 45 s of speech at twice real time, a partial due every 0.3 s of it —
+/// far more results than the 32 a session may have queued — and reads
+/// nothing. Returns the unread stream and the sender, which holds the
+/// stream open after the audio and counts the chunks it got out in `sent`.
+async fn stalled_reader(
+    server: &TestServer,
+    id: &'static str,
+    sent: Arc<AtomicUsize>,
+) -> (
+    tonic::Streaming<stt::pb::SttResult>,
+    tokio::task::JoinHandle<()>,
+) {
     let channel = tonic::transport::Endpoint::from_shared(server.url())
         .expect("endpoint")
         .initial_stream_window_size(Some(256))
@@ -326,13 +346,10 @@ async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
         .await
         .expect("connect");
     let mut client = stt::pb::stt_backend_client::SttBackendClient::new(channel);
-    let id = "stalled";
     client
         .create_session(session_request(id))
         .await
         .expect("session");
-    // About 45 s of speech at twice real time, a partial due every 0.3 s
-    // of it: far more results than the 32 a session may have queued.
     let mut audio = Vec::new();
     for (i, text) in SENTENCES.iter().cycle().take(15).enumerate() {
         audio.extend(speech(&format!("load_stall_{}", i % 3), text));
@@ -344,6 +361,7 @@ async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
             if tx.send(c).await.is_err() {
                 return;
             }
+            sent.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tx.closed().await;
@@ -352,11 +370,25 @@ async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
     req.metadata_mut()
         .insert("session-id", id.parse().expect("ascii"));
     // Open the call, then read nothing.
-    let mut results = client
+    let results = client
         .streaming_recognize(req)
         .await
         .expect("stream opens")
         .into_inner();
+    (results, sender)
+}
+
+/// Partials every 0.3 s of audio: many small results.
+const STALL_PARTIALS_SEC: f64 = 0.3;
+
+#[tokio::test]
+async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
+    let server = TestServer::start(|s| {
+        s.server.server.session_timeout_sec = 3.0;
+        s.server.server.partial_decode_interval_sec = STALL_PARTIALS_SEC;
+    });
+    let id = "stalled";
+    let (mut results, sender) = stalled_reader(&server, id, Arc::default()).await;
     assert!(
         eventually(Duration::from_secs(90), || server.registry.active() == 0).await,
         "the stalled session still holds its slot"
@@ -372,5 +404,36 @@ async fn a_client_that_stops_reading_results_is_ended_with_err1006() {
     let mut out = RawOutcome::default();
     read_to_end(&mut results, id, &mut out).await;
     assert_eq!(out.code().as_deref(), Some("ERR1006"), "{:?}", out.status);
+    sender.abort();
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_client_that_reads_nothing() {
+    // The session would wait ten minutes for its reader; shutdown's
+    // 2 s grace and abort must not.
+    let mut server = TestServer::start(|s| {
+        s.server.server.session_timeout_sec = 600.0;
+        s.server.server.partial_decode_interval_sec = STALL_PARTIALS_SEC;
+    });
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (_results, sender) = stalled_reader(&server, "stalled-at-shutdown", sent.clone()).await;
+    // Once the session waits on its reader it reads no more audio either:
+    // the sender stops getting chunks out.
+    let mut last = (0, tokio::time::Instant::now());
+    let stalled = eventually(WITHIN, || {
+        let now = sent.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, tokio::time::Instant::now());
+        }
+        now > 0 && last.1.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+    assert!(stalled, "the session never stopped taking audio");
+    assert_eq!(server.registry.active(), 1, "the stalled session is open");
+    server.begin_shutdown();
+    assert!(
+        eventually(Duration::from_secs(30), || server.is_stopped()).await,
+        "the server was still shutting down 30 s after the signal"
+    );
     sender.abort();
 }

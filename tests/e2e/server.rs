@@ -96,6 +96,11 @@ impl TestServer {
         }
     }
 
+    /// Whether the server has finished shutting down.
+    pub fn is_stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     /// `http://` + the data-plane address.
     pub fn web_url(&self) -> String {
         format!("http://{}", self.web.expect("the data plane is on"))

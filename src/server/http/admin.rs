@@ -146,9 +146,7 @@ pub async fn unload_model(
     })?;
     let id = id.trim().to_string();
     let drain = match query.drain_timeout_sec.or(body.drain_timeout_sec) {
-        Some(d) if d.is_finite() && d >= 0.0 => {
-            std::time::Duration::from_secs_f64(d).min(MAX_DRAIN)
-        }
+        Some(d) if d.is_finite() && d >= 0.0 => crate::config::seconds(d).min(MAX_DRAIN),
         Some(d) => {
             return Err(SttError::new(
                 ErrorCode::Err4006,

@@ -14,7 +14,7 @@ use crate::server::model_registry::ModelRegistry;
 use crate::server::scheduler::DecodeHealth;
 
 /// Why the server is unhealthy; empty when it is healthy. The gRPC health
-/// service follows the same verdict (see `server::watch_health`).
+/// service follows the same verdict (see `background::spawn_health_watcher`).
 pub fn reasons(serving: bool, models: &ModelRegistry, decode_health: &DecodeHealth) -> Vec<String> {
     let mut reasons = Vec::new();
     if !serving {

@@ -237,7 +237,7 @@ async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>, peer: s
         .map_err(|e| web.service.refuse("", "WebSocket start", e))
         .and_then(|data| open(&web, data, frames, peer));
     let reading = match opened {
-        Ok((running, token)) => stream_results(&mut sink, running, token).await,
+        Ok((running, token)) => stream_results(&mut sink, running, token, wait).await,
         Err(e) => {
             fail(&mut sink, &e).await;
             true
@@ -251,19 +251,26 @@ async fn serve(socket: WebSocket, web: WebState, bearer: Option<String>, peer: s
 }
 
 /// Forwards the session's results, then its end: an error frame if it
-/// failed, the `done` frame, the close. False once the client is gone.
-async fn stream_results(sink: &mut Sink, running: Running, token: Option<String>) -> bool {
+/// failed, the `done` frame, the close. False once the client is gone, or
+/// has not taken a frame for `wait` (the session timeout): the session
+/// ends such a reader with ERR1006, and its socket must not outlive it.
+async fn stream_results(
+    sink: &mut Sink,
+    running: Running,
+    token: Option<String>,
+    wait: Duration,
+) -> bool {
     let Running {
         options,
         mut updates,
         ended,
     } = running;
-    let mut reading = send_json(sink, &session_frame(&options, token)).await;
+    let mut reading = send_json(sink, &session_frame(&options, token), wait).await;
     while reading {
         let Some(update) = updates.recv().await else {
             break;
         };
-        reading = send_json(sink, &ResultFrame::from(&update)).await;
+        reading = send_json(sink, &ResultFrame::from(&update), wait).await;
     }
     // Dropping the receiver tells the session its client is gone.
     drop(updates);
@@ -275,11 +282,16 @@ async fn stream_results(sink: &mut Sink, running: Running, token: Option<String>
     let close = match &report.outcome {
         Ok(()) => CLOSE_NORMAL,
         Err(e) => {
-            send_json(sink, &error_frame(e)).await;
+            send_json(sink, &error_frame(e), CLOSE_WAIT).await;
             close_code(e.code)
         }
     };
-    send_json(sink, &json!({"type": "done", "trailing": trailing})).await;
+    send_json(
+        sink,
+        &json!({"type": "done", "trailing": trailing}),
+        CLOSE_WAIT,
+    )
+    .await;
     close_with(sink, close, "").await;
     true
 }
@@ -460,16 +472,19 @@ fn error_frame(e: &SttError) -> serde_json::Value {
 }
 
 /// Sends a frame; false once the client is gone.
-async fn send_json(sink: &mut Sink, frame: &impl Serialize) -> bool {
+/// Sends one frame; false when the client is gone or took none for `wait`.
+async fn send_json(sink: &mut Sink, frame: &impl Serialize, wait: Duration) -> bool {
     let Ok(text) = serde_json::to_string(frame) else {
         return false;
     };
-    sink.send(Message::Text(text.into())).await.is_ok()
+    tokio::time::timeout(wait, sink.send(Message::Text(text.into())))
+        .await
+        .is_ok_and(|sent| sent.is_ok())
 }
 
 /// Tells the client why, then closes with the matching code.
 async fn fail(sink: &mut Sink, e: &SttError) {
-    send_json(sink, &error_frame(e)).await;
+    send_json(sink, &error_frame(e), CLOSE_WAIT).await;
     close_with(sink, close_code(e.code), e.code.as_str()).await;
 }
 

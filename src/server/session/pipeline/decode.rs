@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{End, Pipeline, Utterance};
+use super::{shutting_down, End, Pipeline, Utterance};
 use crate::audio::pcm::rms;
 use crate::engine::{self, DecodeParams, EngineError, Transcript};
 use crate::error::{ErrorCode, SttError};
@@ -494,11 +494,16 @@ impl Pipeline {
     /// Hands a result to the transport; returns how long that took. A
     /// client that reads nothing for `session_timeout_sec` while results
     /// wait ends its session (ERR1006): backpressure may slow a session,
-    /// but must not let a stalled reader hold a session slot for ever.
+    /// but must not let a stalled reader hold a session slot for ever. Nor
+    /// may it hold up a shutdown past its grace: the abort ends the wait.
     async fn send(&mut self, update: Update) -> Result<Duration, End> {
         let started = Instant::now();
         let limit = self.deps.limits.session_timeout;
-        match tokio::time::timeout(limit, self.updates.send(update)).await {
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(limit, self.updates.send(update)) => sent,
+            () = self.stop.abort.cancelled() => return Err(shutting_down()),
+        };
+        match sent {
             Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(_)) => Err(End::ClientGone),
             Err(_) => Err(SttError::new(

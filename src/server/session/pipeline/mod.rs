@@ -221,7 +221,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = self.stop.abort.cancelled() => {
-                    return Err(SttError::new(ErrorCode::Err2004, "server is shutting down").into());
+                    return Err(shutting_down());
                 }
                 _ = self.updates.closed() => return Err(End::ClientGone),
                 Some(done) = self.finals.next(), if !self.finals.is_empty() => {
@@ -469,6 +469,11 @@ enum Cut {
     /// Auto-End: there is one final, at the end; keep only the newest
     /// audio, from `restart`.
     Slide { restart: u64 },
+}
+
+/// How a session ends when the server aborts it (shutdown past its grace).
+fn shutting_down() -> End {
+    SttError::new(ErrorCode::Err2004, "server is shutting down").into()
 }
 
 /// The buffer rule (`max_buffer_sec` / `max_buffer_bytes`, with
