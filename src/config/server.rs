@@ -3,6 +3,7 @@
 //! "(Ours.)".
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -341,8 +342,12 @@ impl Default for HealthSection {
     }
 }
 
-/// The slowest request rate a limit may be set to: one a day.
-const MIN_RPS: f64 = 1.0 / 86_400.0;
+/// The longest gap a request-rate limit may stand for: one request a day.
+/// Validation refuses slower rates and the limiters clamp to it.
+pub const SLOWEST_RATE_PERIOD: Duration = Duration::from_secs(86_400);
+
+/// The slowest request rate a limit may be set to (one a day).
+const MIN_RPS: f64 = 1.0 / SLOWEST_RATE_PERIOD.as_secs() as f64;
 
 const LEVELS: [&str; 8] = [
     "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "OFF",

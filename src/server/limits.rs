@@ -21,9 +21,9 @@ use crate::error::{ErrorCode, SttError};
 /// Buckets kept before idle ones are swept.
 const MAX_BUCKETS: usize = 10_000;
 
-/// The slowest rate a limit keeps: one a day (config validation refuses
-/// slower ones; this guards other callers).
-const MAX_PERIOD: Duration = Duration::from_secs(86_400);
+/// The slowest rate a limit keeps (config validation refuses slower ones;
+/// this guards other callers).
+const MAX_PERIOD: Duration = crate::config::server::SLOWEST_RATE_PERIOD;
 
 /// The most time a full bucket may stand for (period × burst).
 const MAX_BUCKET: Duration = Duration::from_secs(365 * 86_400);

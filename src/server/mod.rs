@@ -34,7 +34,7 @@ pub mod web;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -43,6 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::KeyStore;
 use crate::cli::ServeArgs;
+use crate::config::seconds;
 use crate::config::server::AuthProfile;
 use crate::engine::{EngineConfig, ModelSource};
 use crate::vad::{VadConfig, VadPool};
@@ -227,7 +228,7 @@ impl BoundServer {
         };
         let h = &settings.server.health;
         let decode_health = Arc::new(DecodeHealth::new(
-            secs(h.window_sec),
+            seconds(h.window_sec),
             h.min_events,
             h.max_timeout_ratio,
             h.min_success_ratio,
@@ -236,8 +237,8 @@ impl BoundServer {
         let scheduler = Scheduler::new(
             SchedulerConfig {
                 max_pending_global: s.max_pending_decodes_global,
-                queue_timeout: secs(s.decode_queue_timeout_sec),
-                decode_timeout: (s.decode_timeout_sec > 0.0).then(|| secs(s.decode_timeout_sec)),
+                queue_timeout: seconds(s.decode_queue_timeout_sec),
+                decode_timeout: (s.decode_timeout_sec > 0.0).then(|| seconds(s.decode_timeout_sec)),
             },
             decode_health.clone(),
         );
@@ -362,7 +363,7 @@ impl BoundServer {
 
         let reaper = background::spawn_reaper(
             self.registry.clone(),
-            secs(s.session_timeout_sec),
+            seconds(s.session_timeout_sec),
             closing.clone(),
         );
 
@@ -370,7 +371,7 @@ impl BoundServer {
         let http_stop = CancellationToken::new();
         if let Some(tls) = &self.tls {
             tls.spawn_reloader(
-                secs(self.settings.server.tls.reload_interval_sec),
+                seconds(self.settings.server.tls.reload_interval_sec),
                 closing.clone(),
             );
         }
@@ -457,7 +458,7 @@ impl BoundServer {
         grpc::set_not_serving(&reporter).await;
         // 2. Open streams flush their finals (a zero grace skips this);
         // 3. what is left is aborted.
-        let grace = secs(s.shutdown_grace_sec);
+        let grace = seconds(s.shutdown_grace_sec);
         shutdown::drain_sessions(grace, &stop, &tracker, &self.registry).await;
         shutdown::settle_capture(self.deps.capture.clone(), grace).await;
         let grpc_result = match died {
@@ -518,10 +519,6 @@ fn web_frame_limit(s: &crate::config::server::ServerSection) -> usize {
 
 /// The signed-token secret's environment variable.
 const ENV_AUTH_SECRET: &str = "STT_CREATE_SESSION_AUTH_SECRET";
-
-fn secs(v: f64) -> Duration {
-    crate::config::seconds(v)
-}
 
 /// `stt serve`: load settings, bind, serve until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

@@ -436,22 +436,29 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(30);
 
+    /// A one-second partial, if a slot is free.
+    fn partial(engine: &Engine, s: &Scheduler) -> Option<Ticket> {
+        s.try_partial(engine, clip(1), params(), CancellationToken::new(), later())
+    }
+
+    /// Takes the only slot of a one-slot scheduler; it frees on drop.
+    fn hold_slot(engine: &Engine, s: &Scheduler) -> Ticket {
+        partial(engine, s).expect("the only slot")
+    }
+
+    /// A one-second final, waiting for a slot up to the queue timeout.
+    async fn final_(engine: &Engine, s: &Scheduler) -> Result<Ticket, ScheduleError> {
+        s.schedule_final(engine, clip(1), params(), CancellationToken::new(), later())
+            .await
+    }
+
     #[tokio::test]
     async fn partials_past_the_global_bound_are_dropped_and_counted() {
         let (engine, s, _) = scheduler(2, LONG, None);
-        let partial = || {
-            s.try_partial(
-                &engine,
-                clip(1),
-                params(),
-                CancellationToken::new(),
-                later(),
-            )
-        };
-        let a = partial().expect("first slot");
-        let _b = partial().expect("second slot");
+        let a = partial(&engine, &s).expect("first slot");
+        let _b = partial(&engine, &s).expect("second slot");
         assert_eq!(s.pending(), 2);
-        assert!(partial().is_none(), "no third slot");
+        assert!(partial(&engine, &s).is_none(), "no third slot");
         assert_eq!(s.partials_dropped(), 1);
         let speculative = s.try_final(
             &engine,
@@ -464,7 +471,7 @@ mod tests {
         // The slot is held until the result is taken, then freed.
         a.wait().await.expect("transcript");
         assert_eq!(s.pending(), 1);
-        assert!(partial().is_some());
+        assert!(partial(&engine, &s).is_some());
         assert_eq!(s.partials_dropped(), 1);
         engine.shutdown();
     }
@@ -472,24 +479,8 @@ mod tests {
     #[tokio::test]
     async fn a_final_waits_for_a_slot_up_to_the_queue_timeout() {
         let (engine, s, _) = scheduler(1, Duration::from_millis(200), None);
-        let held = s
-            .try_partial(
-                &engine,
-                clip(1),
-                params(),
-                CancellationToken::new(),
-                later(),
-            )
-            .expect("the only slot");
-        let refused = s
-            .schedule_final(
-                &engine,
-                clip(1),
-                params(),
-                CancellationToken::new(),
-                later(),
-            )
-            .await;
+        let held = hold_slot(&engine, &s);
+        let refused = final_(&engine, &s).await;
         match refused {
             Err(ScheduleError::QueueTimeout(wait, pending)) => {
                 assert_eq!((wait, pending), (Duration::from_millis(200), 1));
@@ -498,16 +489,7 @@ mod tests {
         }
         assert_eq!(s.finals_timed_out(), 1);
         drop(held);
-        let ticket = s
-            .schedule_final(
-                &engine,
-                clip(1),
-                params(),
-                CancellationToken::new(),
-                later(),
-            )
-            .await
-            .expect("a slot is free again");
+        let ticket = final_(&engine, &s).await.expect("a slot is free again");
         ticket.wait().await.expect("transcript");
         engine.shutdown();
     }
@@ -515,31 +497,11 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_final_takes_the_slot_the_moment_it_frees() {
         let (engine, s, _) = scheduler(1, LONG, None);
-        let held = s
-            .try_partial(
-                &engine,
-                clip(1),
-                params(),
-                CancellationToken::new(),
-                later(),
-            )
-            .expect("the only slot");
-        let waiting = {
+        let held = hold_slot(&engine, &s);
+        let mut waiting = {
             let (engine, s) = (engine.clone(), s.clone());
-            tokio::spawn(async move {
-                let t = s
-                    .schedule_final(
-                        &engine,
-                        clip(1),
-                        params(),
-                        CancellationToken::new(),
-                        later(),
-                    )
-                    .await?;
-                t.wait().await
-            })
+            tokio::spawn(async move { final_(&engine, &s).await?.wait().await })
         };
-        let mut waiting = waiting;
         assert!(
             tokio::time::timeout(Duration::from_millis(100), &mut waiting)
                 .await
@@ -559,17 +521,9 @@ mod tests {
     #[tokio::test]
     async fn a_batch_piece_waits_for_a_slot_until_cancelled() {
         let (engine, s, _) = scheduler(1, Duration::from_millis(10), None);
-        let _held = s
-            .try_partial(
-                &engine,
-                clip(1),
-                params(),
-                CancellationToken::new(),
-                later(),
-            )
-            .expect("the only slot");
+        let _held = hold_slot(&engine, &s);
         let cancel = CancellationToken::new();
-        let piece = {
+        let mut piece = {
             let (engine, s, cancel) = (engine.clone(), s.clone(), cancel.clone());
             tokio::spawn(async move {
                 s.schedule_batch(&engine, clip(1), params(), cancel)
@@ -577,7 +531,6 @@ mod tests {
                     .map(|_| ())
             })
         };
-        let mut piece = piece;
         assert!(
             tokio::time::timeout(Duration::from_millis(100), &mut piece)
                 .await

@@ -71,13 +71,18 @@ impl SystemProbe {
 
 /// Threads of this process (Linux: entries of /proc/self/task).
 fn thread_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+    count_entries("/proc/self/task")
 }
 
 /// Open file descriptors of this process (Linux: entries of /proc/self/fd):
 /// sockets, model files, logs. A count that only grows is a leak.
 fn open_fds() -> Option<usize> {
-    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+    count_entries("/proc/self/fd")
+}
+
+/// Entries of a /proc directory; `None` off Linux.
+fn count_entries(dir: &str) -> Option<usize> {
+    std::fs::read_dir(dir).ok().map(|d| d.count())
 }
 
 fn gpu() -> Value {
