@@ -36,7 +36,11 @@ fn per_second(rps: f64, burst: u32) -> Option<Quota> {
     if !(rps.is_finite() && rps > 0.0) {
         return None;
     }
-    let period = crate::config::seconds(1.0 / rps).clamp(Duration::from_nanos(1), MAX_PERIOD);
+    // Not `config::seconds`: its millisecond floor would cap every limit
+    // at 1000 per second.
+    let period = Duration::try_from_secs_f64(1.0 / rps)
+        .unwrap_or(MAX_PERIOD)
+        .clamp(Duration::from_nanos(1), MAX_PERIOD);
     let most = (MAX_BUCKET.as_nanos() / period.as_nanos()).min(u128::from(u32::MAX)) as u32;
     let burst = NonZeroU32::new(burst.clamp(1, most.max(1)))?;
     Some(Quota::with_period(period)?.allow_burst(burst))
@@ -258,5 +262,11 @@ mod tests {
         assert!(slow.check("k").is_ok());
         let wait = slow.check("k").expect_err("limited");
         assert!(wait > Duration::from_secs(86_000), "{wait:?}");
+        // Fast limits keep their rate: 10 000 a second is a token every
+        // 100 µs, not one a millisecond.
+        let fast = SessionRateLimit::new(1e4, 1).expect("a limit");
+        assert!(fast.check("k").is_ok());
+        let wait = fast.check("k").expect_err("limited");
+        assert!(wait <= Duration::from_micros(100), "{wait:?}");
     }
 }

@@ -471,7 +471,6 @@ fn error_frame(e: &SttError) -> serde_json::Value {
     json!({"type": "error", "code": e.code.as_str(), "message": e.message})
 }
 
-/// Sends a frame; false once the client is gone.
 /// Sends one frame; false when the client is gone or took none for `wait`.
 async fn send_json(sink: &mut Sink, frame: &impl Serialize, wait: Duration) -> bool {
     let Ok(text) = serde_json::to_string(frame) else {
