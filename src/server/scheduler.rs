@@ -166,7 +166,8 @@ impl Scheduler {
         .ok()
     }
 
-    /// Schedules a final, waiting up to the queue timeout for a slot.
+    /// Schedules a final, waiting up to the queue timeout for a slot, or
+    /// until `cancel` (a shutdown's abort must not wait out the queue).
     /// `deadline`: when its utterance ended.
     pub async fn schedule_final(
         &self,
@@ -177,8 +178,12 @@ impl Scheduler {
         deadline: Instant,
     ) -> Result<Ticket, ScheduleError> {
         let wait = self.inner.cfg.queue_timeout;
-        let slot = match tokio::time::timeout(wait, self.inner.slots.clone().acquire_owned()).await
-        {
+        let slot = self.inner.slots.clone().acquire_owned();
+        let acquired = tokio::select! {
+            acquired = tokio::time::timeout(wait, slot) => acquired,
+            () = cancel.cancelled() => return Err(EngineError::Cancelled.into()),
+        };
+        let slot = match acquired {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(EngineError::Stopped.into()),
             Err(_) => {
@@ -514,6 +519,39 @@ mod tests {
             .expect("the final got the freed slot before its queue timeout")
             .expect("task");
         result.expect("transcript");
+        assert_eq!(s.finals_timed_out(), 0);
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_final_gives_up_at_once_when_cancelled() {
+        let (engine, s, _) = scheduler(1, LONG, None);
+        let _held = hold_slot(&engine, &s);
+        let cancel = CancellationToken::new();
+        let mut waiting = {
+            let (engine, s, cancel) = (engine.clone(), s.clone(), cancel.clone());
+            tokio::spawn(async move {
+                s.schedule_final(&engine, clip(1), params(), cancel, later())
+                    .await
+                    .map(|_| ())
+            })
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+                .await
+                .is_err(),
+            "no slot: the final must wait"
+        );
+        cancel.cancel();
+        // Well inside the 30 s queue timeout it would otherwise wait out.
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the cancelled final stopped waiting")
+            .expect("task");
+        assert!(
+            matches!(result, Err(ScheduleError::Engine(EngineError::Cancelled))),
+            "{result:?}"
+        );
         assert_eq!(s.finals_timed_out(), 0);
         engine.shutdown();
     }
