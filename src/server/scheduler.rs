@@ -178,14 +178,8 @@ impl Scheduler {
         deadline: Instant,
     ) -> Result<Ticket, ScheduleError> {
         let wait = self.inner.cfg.queue_timeout;
-        let slot = self.inner.slots.clone().acquire_owned();
-        let acquired = tokio::select! {
-            acquired = tokio::time::timeout(wait, slot) => acquired,
-            () = cancel.cancelled() => return Err(EngineError::Cancelled.into()),
-        };
-        let slot = match acquired {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err(EngineError::Stopped.into()),
+        let slot = match tokio::time::timeout(wait, self.slot(&cancel)).await {
+            Ok(slot) => slot?,
             Err(_) => {
                 self.inner.finals_timed_out.fetch_add(1, Ordering::Relaxed);
                 return Err(ScheduleError::QueueTimeout(wait, self.pending()));
@@ -211,12 +205,7 @@ impl Scheduler {
         params: DecodeParams,
         cancel: CancellationToken,
     ) -> Result<Ticket, ScheduleError> {
-        let slot = tokio::select! {
-            slot = self.inner.slots.clone().acquire_owned() => {
-                slot.map_err(|_| EngineError::Stopped)?
-            }
-            () = cancel.cancelled() => return Err(EngineError::Cancelled.into()),
-        };
+        let slot = self.slot(&cancel).await?;
         let deadline = Instant::now() + BATCH_DEFERRAL;
         let mut ticket = self.submit(
             engine,
@@ -226,6 +215,17 @@ impl Scheduler {
         )?;
         ticket.batch = true;
         Ok(ticket)
+    }
+
+    /// Waits for a decode slot until `cancel`: a session aborted or a
+    /// client gone gives up its place in the queue at once.
+    async fn slot(&self, cancel: &CancellationToken) -> Result<OwnedSemaphorePermit, EngineError> {
+        tokio::select! {
+            slot = self.inner.slots.clone().acquire_owned() => {
+                slot.map_err(|_| EngineError::Stopped)
+            }
+            () = cancel.cancelled() => Err(EngineError::Cancelled),
+        }
     }
 
     fn submit(
@@ -457,6 +457,33 @@ mod tests {
             .await
     }
 
+    /// Spawns `wait` (a schedule call that needs the held slot), checks it
+    /// is still waiting after 100 ms (`why`), cancels it, and returns how it
+    /// ended, which it must within `within`.
+    async fn cancel_while_waiting<F>(
+        wait: impl FnOnce(CancellationToken) -> F,
+        why: &str,
+        within: Duration,
+    ) -> Result<(), ScheduleError>
+    where
+        F: std::future::Future<Output = Result<Ticket, ScheduleError>> + Send + 'static,
+    {
+        let cancel = CancellationToken::new();
+        let waiting = wait(cancel.clone());
+        let mut task = tokio::spawn(async move { waiting.await.map(|_| ()) });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut task)
+                .await
+                .is_err(),
+            "{why}"
+        );
+        cancel.cancel();
+        tokio::time::timeout(within, task)
+            .await
+            .expect("the cancelled wait ended")
+            .expect("task")
+    }
+
     #[tokio::test]
     async fn partials_past_the_global_bound_are_dropped_and_counted() {
         let (engine, s, _) = scheduler(2, LONG, None);
@@ -527,27 +554,17 @@ mod tests {
     async fn a_waiting_final_gives_up_at_once_when_cancelled() {
         let (engine, s, _) = scheduler(1, LONG, None);
         let _held = hold_slot(&engine, &s);
-        let cancel = CancellationToken::new();
-        let mut waiting = {
-            let (engine, s, cancel) = (engine.clone(), s.clone(), cancel.clone());
-            tokio::spawn(async move {
-                s.schedule_final(&engine, clip(1), params(), cancel, later())
+        let (e, sc) = (engine.clone(), s.clone());
+        let result = cancel_while_waiting(
+            move |cancel| async move {
+                sc.schedule_final(&e, clip(1), params(), cancel, later())
                     .await
-                    .map(|_| ())
-            })
-        };
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), &mut waiting)
-                .await
-                .is_err(),
-            "no slot: the final must wait"
-        );
-        cancel.cancel();
-        // Well inside the 30 s queue timeout it would otherwise wait out.
-        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("the cancelled final stopped waiting")
-            .expect("task");
+            },
+            "no slot: the final must wait",
+            // Well inside the 30 s queue timeout it would otherwise wait out.
+            Duration::from_secs(5),
+        )
+        .await;
         assert!(
             matches!(result, Err(ScheduleError::Engine(EngineError::Cancelled))),
             "{result:?}"
@@ -560,26 +577,13 @@ mod tests {
     async fn a_batch_piece_waits_for_a_slot_until_cancelled() {
         let (engine, s, _) = scheduler(1, Duration::from_millis(10), None);
         let _held = hold_slot(&engine, &s);
-        let cancel = CancellationToken::new();
-        let mut piece = {
-            let (engine, s, cancel) = (engine.clone(), s.clone(), cancel.clone());
-            tokio::spawn(async move {
-                s.schedule_batch(&engine, clip(1), params(), cancel)
-                    .await
-                    .map(|_| ())
-            })
-        };
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), &mut piece)
-                .await
-                .is_err(),
-            "pieces are not bound by the 10 ms queue timeout"
-        );
-        cancel.cancel();
-        let result = tokio::time::timeout(LONG, piece)
-            .await
-            .expect("ends")
-            .expect("task");
+        let (e, sc) = (engine.clone(), s.clone());
+        let result = cancel_while_waiting(
+            move |cancel| async move { sc.schedule_batch(&e, clip(1), params(), cancel).await },
+            "pieces are not bound by the 10 ms queue timeout",
+            LONG,
+        )
+        .await;
         assert!(
             matches!(result, Err(ScheduleError::Engine(EngineError::Cancelled))),
             "{result:?}"
