@@ -367,7 +367,11 @@ impl BoundServer {
             closing.clone(),
         );
 
-        let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Serving from here on: the listeners are bound and the service is
+        // built. It is true before any plane accepts, so a request that
+        // came in while we started is answered, not told "not serving".
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        grpc::set_serving(&reporter).await;
         let http_stop = CancellationToken::new();
         if let Some(tls) = &self.tls {
             tls.spawn_reloader(
@@ -393,8 +397,6 @@ impl BoundServer {
             http_stop.clone().cancelled_owned(),
         ));
 
-        grpc::set_serving(&reporter).await;
-        serving.store(true, std::sync::atomic::Ordering::Release);
         let watcher = background::spawn_health_watcher(
             reporter.clone(),
             serving.clone(),

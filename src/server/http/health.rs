@@ -18,7 +18,7 @@ use crate::server::scheduler::DecodeHealth;
 pub fn reasons(serving: bool, models: &ModelRegistry, decode_health: &DecodeHealth) -> Vec<String> {
     let mut reasons = Vec::new();
     if !serving {
-        reasons.push("gRPC is not serving (starting or shutting down)".to_string());
+        reasons.push("gRPC is not serving (shutting down)".to_string());
     }
     if models.default_engine().is_none() {
         reasons.push("the default Whisper model is not loaded".to_string());
